@@ -1,0 +1,573 @@
+"""The public API: write, read lazily, stream, and whole-file encode/decode.
+
+Which to choose:
+
+* :func:`encode_file` / :func:`decode_file` -- a checkpoint file to a .nnc file and back.
+* :func:`open` -- read some tensors of a .nnc file by name (memory-mapped, lazy).
+* :class:`Writer` -- add tensors one at a time to a file or to any writable
+  stream (a pipe, a socket); it never seeks.
+* :func:`iter_decode` -- decode tensor by tensor from a non-seekable stream
+  as the bytes arrive.
+* :func:`encode_tensors` / :func:`decode_bytes` -- a dict of arrays to bytes
+  in memory and back.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import io
+import math
+import mmap
+import os
+
+import numpy as np
+
+from . import dtypes
+from .codecs import ArraySpec, Context
+from .errors import CorruptError, LimitError, NNCodecError, TruncatedError, UsageError
+from .format import container as C
+from .format.constants import (
+    DEFAULT_LIMITS,
+    FILE_HEADER_SIZE,
+    KIND_ALIAS,
+    KIND_INDEX,
+    KIND_META,
+    KIND_NAMES,
+    KIND_TENSOR,
+    TRAILER_SIZE,
+    Limits,
+)
+from .pipeline import Pipeline
+
+MAX_NAME_BYTES = 65536
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """What the record of one tensor says, without decoding it."""
+
+    name: str
+    dtype: str
+    shape: tuple
+    pipeline: Pipeline
+    stored_bytes: int  #: payload bytes
+    record_bytes: int  #: payload plus record header, checksums and padding
+    alias_of: str | None = None
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def raw_bytes(self) -> int:
+        return self.size * dtypes.itemsize(self.dtype)
+
+    @property
+    def ratio(self) -> float:
+        """Stored bytes over raw bytes (lower is better)."""
+        return self.stored_bytes / self.raw_bytes if self.raw_bytes else 0.0
+
+    @property
+    def bits_per_value(self) -> float:
+        return 8.0 * self.stored_bytes / self.size if self.size else 0.0
+
+
+# ----------------------------------------------------------------- validation
+
+
+def _check_name(name, what) -> str:
+    if not isinstance(name, str):
+        raise CorruptError(f"{what}: tensor name must be a string, found {name!r:.80}")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise CorruptError(f"{what}: tensor name longer than {MAX_NAME_BYTES} bytes")
+    return name
+
+
+def _tensor_spec(h: dict, limits: Limits, what: str) -> tuple:
+    name = _check_name(h.get("name"), what)
+    what = f"{what}: tensor {name!r}"
+    dt = h.get("dtype")
+    if not isinstance(dt, str) or dt not in dtypes.DTYPE_NAMES:
+        raise CorruptError(f"{what}: unknown dtype {dt!r:.40}")
+    shape = h.get("shape")
+    if not isinstance(shape, list):
+        raise CorruptError(f"{what}: shape must be a list of integers, found {shape!r:.80}")
+    if len(shape) > limits.max_rank:
+        raise LimitError(f"{what}: rank {len(shape)} exceeds max_rank={limits.max_rank}; raise the limit if the file is trusted")
+    n = 1
+    for d in shape:
+        if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+            raise CorruptError(f"{what}: shape {shape!r:.80} has an entry that is not a non-negative integer")
+        n *= d
+        if n > limits.max_elements:
+            raise LimitError(
+                f"{what}: shape {shape!r:.80} exceeds max_elements={limits.max_elements}; raise the limit if the file is trusted"
+            )
+    if "pipeline" not in h:
+        raise CorruptError(f"{what}: record has no pipeline")
+    pipe = Pipeline.from_json(h["pipeline"])
+    return name, ArraySpec(dt, tuple(shape)), pipe
+
+
+def _check_metadata(md, what: str, limits: Limits) -> dict:
+    if not isinstance(md, dict):
+        raise CorruptError(f"{what}: metadata must be an object of strings")
+    total = 0
+    for k, v in md.items():
+        if not isinstance(v, str):
+            raise CorruptError(f"{what}: metadata value for {k!r:.80} is not a string")
+        total += len(k) + len(v)
+    if total > limits.max_metadata_bytes:
+        raise LimitError(f"{what}: metadata of {total} bytes exceeds max_metadata_bytes={limits.max_metadata_bytes}")
+    return dict(md)
+
+
+def _user_metadata(md) -> dict:
+    if md is None:
+        return {}
+    if not isinstance(md, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in md.items()):
+        raise UsageError("metadata must be a dict of str -> str")
+    return dict(md)
+
+
+# ----------------------------------------------------------------- writing
+
+
+class Writer:
+    """Write a .nnc file tensor by tensor; never seeks.
+
+    ``file`` is a path (written atomically: nothing appears at the path unless
+    :meth:`close` succeeds) or a binary writable object (a pipe, socket file,
+    ``io.BytesIO``), which is left open.
+
+    >>> with nncodec.Writer("model.nnc", metadata={"source": "run 7"}) as w:
+    ...     w.add("fc.weight", weight)
+    ...     w.add_alias("head.weight", "fc.weight")
+    """
+
+    def __init__(self, file, *, metadata: dict | None = None, limits: Limits = DEFAULT_LIMITS):
+        self._limits = limits
+        self._atomic = None
+        self._owned = None
+        if isinstance(file, (str, os.PathLike)):
+            from ._atomic import atomic_path
+
+            self._atomic = atomic_path(file)
+            tmp = self._atomic.__enter__()
+            self._owned = self._f = builtins.open(tmp, "wb")
+            self.path = os.fspath(file)
+        else:
+            if not hasattr(file, "write"):
+                raise UsageError(f"Writer needs a path or a binary writable object, got {type(file).__name__}")
+            self._f = file
+            self.path = None
+        self._pos = 0
+        self._entries: dict = {}
+        self._aliases: dict = {}
+        self._infos: list = []
+        self._closed = False
+        self._meta_offset = None
+        self._put([C.file_header()])
+        md = _user_metadata(metadata)
+        if md:
+            self._meta_offset = self._pos
+            self._put(C.encode_record(KIND_META, {"metadata": md}))
+
+    def _put(self, chunks) -> None:
+        for c in chunks:
+            self._f.write(c)
+            self._pos += len(c) if not isinstance(c, memoryview) else c.nbytes
+
+    def _new_name(self, name) -> str:
+        if self._closed:
+            raise UsageError("Writer is closed")
+        if not isinstance(name, str):
+            raise UsageError(f"tensor name must be a str, got {type(name).__name__}")
+        if name in self._entries or name in self._aliases:
+            raise UsageError(f"tensor {name!r} was already added; names must be unique")
+        if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            raise UsageError(f"tensor name {name[:40]!r}... is longer than {MAX_NAME_BYTES} bytes")
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"tensor name {name!r} is not valid Unicode text (lone surrogate)") from None
+        return name
+
+    def add(self, name: str, array, *, pipeline: Pipeline | None = None) -> TensorInfo:
+        """Encode ``array`` (losslessly unless ``pipeline`` says otherwise) and write it."""
+        self._new_name(name)
+        arr = np.asarray(array)
+        arr, dt = dtypes.as_stored(arr)
+        ctx = Context(name=name, limits=self._limits)
+        if pipeline is None:
+            from .strategy import encode_lossless
+
+            pipeline, payload = encode_lossless(arr, ctx)
+        else:
+            payload = pipeline.encode(arr, ctx)
+        return self.add_encoded(name, dt, arr.shape, pipeline, payload)
+
+    def add_encoded(self, name: str, dtype: str, shape, pipeline: Pipeline, payload) -> TensorInfo:
+        """Write an already-encoded payload (used to copy records without decoding)."""
+        self._new_name(name)
+        header = {"name": name, "dtype": dtypes.check_name(dtype), "shape": [int(d) for d in shape],
+                  "pipeline": pipeline.to_json()}
+        offset = self._pos
+        self._put(C.encode_record(KIND_TENSOR, header, payload))
+        self._entries[name] = offset
+        n = len(payload) if not isinstance(payload, memoryview) else payload.nbytes
+        info = TensorInfo(name, dtype, tuple(header["shape"]), pipeline, n, self._pos - offset)
+        self._infos.append(info)
+        return info
+
+    def add_alias(self, name: str, target: str) -> None:
+        """Record ``name`` as sharing the storage of the already-written tensor ``target``."""
+        self._new_name(name)
+        target = self._aliases.get(target, target)
+        if target not in self._entries:
+            raise UsageError(f"alias {name!r}: target {target!r} has not been added")
+        self._put(C.encode_record(KIND_ALIAS, {"name": name, "target": target}))
+        self._aliases[name] = target
+
+    @property
+    def infos(self) -> list:
+        return list(self._infos)
+
+    def close(self) -> None:
+        """Write the index and trailer; for a path, move the file into place."""
+        if self._closed:
+            return
+        index = {"tensors": self._entries, "aliases": self._aliases, "metadata": self._meta_offset}
+        index_offset = self._pos
+        self._put(C.encode_record(KIND_INDEX, index))
+        self._put([C.trailer(index_offset, self._pos + TRAILER_SIZE)])
+        self._closed = True
+        if hasattr(self._f, "flush"):
+            self._f.flush()
+        if self._owned is not None:
+            self._owned.close()
+            self._atomic.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        """Discard a file being written to a path (a stream is left as it is)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owned is not None:
+            self._owned.close()
+            try:
+                raise _Abort
+            except _Abort as e:
+                self._atomic.__exit__(type(e), e, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, ev, tb):
+        if et is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class _Abort(Exception):
+    pass
+
+
+# ----------------------------------------------------------------- reading
+
+
+def _tensor_from_record(rec: C.Record, limits: Limits, what: str):
+    name, spec, pipe = _tensor_spec(rec.header, limits, what)
+    ctx = Context(name=name, limits=limits)
+    arr = pipe.decode(rec.payload, spec, ctx)
+    return name, arr
+
+
+def _info_from_record(rec: C.Record, limits: Limits, what: str) -> TensorInfo:
+    name, spec, pipe = _tensor_spec(rec.header, limits, what)
+    return TensorInfo(name, spec.dtype, spec.shape, pipe, rec.payload.nbytes, rec.end - rec.offset)
+
+
+class Reader:
+    """A .nnc file opened lazily: tensors are decoded only when asked for.
+
+    The file is memory-mapped; reading one tensor touches only its record.
+    Use it as a mapping (``keys()``, ``reader[name]``, ``in``, ``len``) and
+    close it (or use ``with``) when done.
+    """
+
+    def __init__(self, path, *, limits: Limits = DEFAULT_LIMITS, verify_checksums: bool = True):
+        self.path = os.fspath(path)
+        self._limits = limits
+        self._verify = verify_checksums
+        what = self.path
+        try:
+            self._file = builtins.open(self.path, "rb")
+        except OSError as e:
+            raise UsageError(f"{self.path}: cannot open: {e.strerror}") from None
+        try:
+            size = os.fstat(self._file.fileno()).st_size
+            if size == 0:
+                raise TruncatedError(f"{what}: the file is empty (an interrupted download or copy?)")
+            self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+            self._buf = memoryview(self._mm)
+            C.read_file_header(C.Source(self._buf, what=what))
+            index_offset = C.read_trailer(self._buf, what)
+            src = C.Source(self._buf[: len(self._buf) - TRAILER_SIZE], pos=index_offset, what=what)
+            rec = C.read_record(src, limits)
+            if rec.kind != KIND_INDEX:
+                raise CorruptError(f"{what}: trailer points at a {KIND_NAMES.get(rec.kind, 'unknown')} record, not the index")
+            if rec.end != len(self._buf) - TRAILER_SIZE:
+                raise CorruptError(f"{what}: bytes between the index and the trailer")
+            self._index_offset = index_offset
+            self._tensors, self._aliases, meta_off = _parse_index(rec.header, index_offset, what, limits)
+            self.metadata = {}
+            if meta_off is not None:
+                mrec = self._record(meta_off, KIND_META)
+                self.metadata = _check_metadata(mrec.header.get("metadata"), what, limits)
+        except BaseException:
+            self.close()
+            raise
+
+    def _record(self, offset: int, kind: int) -> C.Record:
+        what = self.path
+        src = C.Source(self._buf[: self._index_offset], pos=offset, what=what)
+        rec = C.read_record(src, self._limits, verify_payload=self._verify)
+        if rec.kind != kind:
+            raise CorruptError(
+                f"{what}: index points at a {KIND_NAMES.get(rec.kind, 'unknown')} record at offset {offset}, "
+                f"expected a {KIND_NAMES[kind]} record"
+            )
+        return rec
+
+    def _tensor_record(self, name: str) -> C.Record:
+        if name in self._aliases:
+            name = self._aliases[name]
+        try:
+            off = self._tensors[name]
+        except KeyError:
+            raise KeyError(name) from None
+        rec = self._record(off, KIND_TENSOR)
+        if rec.header.get("name") != name:
+            raise CorruptError(f"{self.path}: index entry {name!r} points at the record of {rec.header.get('name')!r:.80}")
+        return rec
+
+    def keys(self) -> list:
+        """Tensor names in file order, aliases after the tensors they share storage with."""
+        return list(self._tensors) + list(self._aliases)
+
+    def aliases(self) -> dict:
+        return dict(self._aliases)
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self):
+        return len(self._tensors) + len(self._aliases)
+
+    def __contains__(self, name):
+        return name in self._tensors or name in self._aliases
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        rec = self._tensor_record(name)
+        return _tensor_from_record(rec, self._limits, self.path)[1]
+
+    def info(self, name: str) -> TensorInfo:
+        rec = self._tensor_record(name)
+        info = _info_from_record(rec, self._limits, self.path)
+        if name in self._aliases:
+            info = dataclasses.replace(info, name=name, alias_of=self._aliases[name])
+        return info
+
+    def infos(self) -> list:
+        return [self.info(n) for n in self.keys()]
+
+    def to_dict(self) -> dict:
+        """Decode every tensor; aliases map to the same array object as their target."""
+        out = {n: self[n] for n in self._tensors}
+        for a, t in self._aliases.items():
+            out[a] = out[t]
+        return out
+
+    def close(self) -> None:
+        buf = getattr(self, "_buf", None)
+        if buf is not None:
+            buf.release()
+            self._buf = None
+        mm = getattr(self, "_mm", None)
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:  # a payload view is still alive; the GC will close it
+                pass
+            self._mm = None
+        f = getattr(self, "_file", None)
+        if f is not None:
+            f.close()
+            self._file = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"<nncodec.Reader {self.path!r}: {len(self)} tensors>"
+
+
+def _parse_index(h: dict, index_offset: int, what: str, limits: Limits):
+    tensors = h.get("tensors")
+    aliases = h.get("aliases", {})
+    meta = h.get("metadata")
+    if not isinstance(tensors, dict) or not isinstance(aliases, dict):
+        raise CorruptError(f"{what}: index must hold 'tensors' and 'aliases' objects")
+    if len(tensors) + len(aliases) > limits.max_records:
+        raise LimitError(f"{what}: {len(tensors) + len(aliases)} tensors exceed max_records={limits.max_records}")
+    last = FILE_HEADER_SIZE - 1
+    for name, off in tensors.items():
+        if isinstance(off, bool) or not isinstance(off, int) or off % 8 or not (FILE_HEADER_SIZE <= off < index_offset):
+            raise CorruptError(f"{what}: index offset {off!r:.40} of tensor {name!r:.80} is outside the file or misaligned")
+        if off <= last:
+            raise CorruptError(f"{what}: index offsets are not increasing at tensor {name!r:.80}")
+        last = off
+    for a, t in aliases.items():
+        if a in tensors:
+            raise CorruptError(f"{what}: {a!r:.80} is both a tensor and an alias")
+        if not isinstance(t, str) or t not in tensors:
+            raise CorruptError(f"{what}: alias {a!r:.80} points at {t!r:.80}, which is not a tensor in the file")
+    if meta is not None and (isinstance(meta, bool) or not isinstance(meta, int) or meta != FILE_HEADER_SIZE):
+        raise CorruptError(f"{what}: metadata offset {meta!r:.40} must be null or {FILE_HEADER_SIZE}")
+    return dict(tensors), dict(aliases), meta
+
+
+def open(path, *, limits: Limits = DEFAULT_LIMITS, verify_checksums: bool = True) -> Reader:  # noqa: A001
+    """Open a .nnc file for lazy reading by tensor name."""
+    return Reader(path, limits=limits, verify_checksums=verify_checksums)
+
+
+class StreamReader:
+    """Decode a .nnc stream tensor by tensor, in order, as the bytes arrive.
+
+    Iterating yields ``(name, array)``; an alias yields the array of its
+    target again. :attr:`metadata` is filled in before the first tensor.
+    With ``salvage=True`` a damaged or truncated stream ends the iteration
+    quietly after the last good tensor (:attr:`error` holds the reason)
+    instead of raising.
+    """
+
+    def __init__(self, stream, *, limits: Limits = DEFAULT_LIMITS, salvage: bool = False, what: str | None = None):
+        self._owned = None
+        if isinstance(stream, (str, os.PathLike)):
+            what = what or os.fspath(stream)
+            self._owned = stream = builtins.open(stream, "rb")
+        elif isinstance(stream, (bytes, bytearray, memoryview)):
+            stream = io.BytesIO(stream)
+        if not hasattr(stream, "readinto"):
+            raise UsageError(f"iter_decode needs a path, bytes or a binary readable object, got {type(stream).__name__}")
+        self._src = C.Source(stream=stream, what=what or "stream")
+        self._limits = limits
+        self._salvage = salvage
+        self.metadata: dict = {}
+        self.error: NNCodecError | None = None
+        self.names: list = []
+
+    def __iter__(self):
+        try:
+            yield from self._run()
+        except NNCodecError as e:
+            if not self._salvage:
+                raise
+            self.error = e
+        finally:
+            if self._owned is not None:
+                self._owned.close()
+                self._owned = None
+
+    def _run(self):
+        src, limits, what = self._src, self._limits, self._src.what
+        C.read_file_header(src)
+        seen: dict = {}
+        aliases: dict = {}
+        values: dict = {}
+        meta_offset = None
+        while True:
+            rec = C.read_record(src, limits)
+            if rec.kind == KIND_META:
+                if seen or aliases or meta_offset is not None or rec.offset != FILE_HEADER_SIZE:
+                    raise CorruptError(f"{what}: metadata record at offset {rec.offset} is not the first record")
+                meta_offset = rec.offset
+                self.metadata = _check_metadata(rec.header.get("metadata"), what, limits)
+            elif rec.kind == KIND_TENSOR:
+                name, arr = _tensor_from_record(rec, limits, what)
+                if name in seen or name in aliases:
+                    raise CorruptError(f"{what}: tensor {name!r} appears twice")
+                if len(seen) + len(aliases) >= limits.max_records:
+                    raise LimitError(f"{what}: more than max_records={limits.max_records} tensors")
+                seen[name] = rec.offset
+                values[name] = arr
+                self.names.append(name)
+                yield name, arr
+            elif rec.kind == KIND_ALIAS:
+                name = _check_name(rec.header.get("name"), what)
+                target = rec.header.get("target")
+                if name in seen or name in aliases:
+                    raise CorruptError(f"{what}: tensor {name!r} appears twice")
+                if target not in seen:
+                    raise CorruptError(f"{what}: alias {name!r} points at {target!r:.80}, not an earlier tensor")
+                aliases[name] = target
+                self.names.append(name)
+                yield name, values[target]
+            elif rec.kind == KIND_INDEX:
+                t, a, m = _parse_index(rec.header, rec.offset, what, limits)
+                if t != seen or a != aliases or m != meta_offset or list(t) != list(seen):
+                    raise CorruptError(f"{what}: the index does not match the records before it")
+                raw = bytes(src.read(TRAILER_SIZE, "trailer"))
+                C.check_trailer_bytes(raw, rec.offset, src.pos, what)
+                if not src.at_eof():
+                    raise CorruptError(f"{what}: data follows the end of the nncodec stream (concatenated files?)")
+                return
+            else:
+                raise CorruptError(f"{what}: unknown record kind 0x{rec.kind:02x} at offset {rec.offset}")
+
+
+def iter_decode(stream, *, limits: Limits = DEFAULT_LIMITS, salvage: bool = False) -> StreamReader:
+    """Decode a .nnc file or stream tensor by tensor: ``for name, arr in iter_decode(f)``."""
+    return StreamReader(stream, limits=limits, salvage=salvage)
+
+
+# ----------------------------------------------------------------- in memory
+
+
+def _aliases_of(tensors: dict) -> dict:
+    """Names whose array is the very same object (or same memory) as an earlier one."""
+    seen: dict = {}
+    out: dict = {}
+    for name, arr in tensors.items():
+        if isinstance(arr, np.ndarray) and arr.size:
+            key = (arr.__array_interface__["data"][0], arr.shape, arr.strides, arr.dtype.str)
+            if key in seen:
+                out[name] = seen[key]
+                continue
+            seen[key] = name
+    return out
+
+
+def encode_tensors(tensors: dict, *, metadata: dict | None = None, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """Encode a dict of arrays to .nnc bytes (arrays that are the same memory become aliases)."""
+    buf = io.BytesIO()
+    aliases = _aliases_of(tensors)
+    with Writer(buf, metadata=metadata, limits=limits) as w:
+        for name, arr in tensors.items():
+            if name in aliases:
+                w.add_alias(name, aliases[name])
+            else:
+                w.add(name, arr)
+    return buf.getvalue()
+
+
+def decode_bytes(data, *, limits: Limits = DEFAULT_LIMITS) -> dict:
+    """Decode .nnc bytes to a dict of arrays."""
+    return dict(iter_decode(data, limits=limits))

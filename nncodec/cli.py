@@ -1,0 +1,234 @@
+"""The ``nncodec`` command line.
+
+Errors print one line naming the file, tensor and fix, and exit non-zero;
+``--debug`` shows the traceback. Nothing heavy is imported before a command
+runs, so ``nncodec --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPT = 130
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+class Progress:
+    """A one-line progress bar on stderr, shown only on a terminal and for long runs."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.label = label
+        self.enabled = enabled and sys.stderr.isatty()
+        self.t0 = time.monotonic()
+        self.shown = False
+        self.last = 0.0
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.t0 < 0.5 or (now - self.last < 0.1 and done < total):
+            return
+        self.last = now
+        frac = min(done / total, 1.0) if total else 1.0
+        width = 28
+        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
+        short = name if len(name) <= 30 else "..." + name[-27:]
+        sys.stderr.write(f"\r{self.label} [{bar}] {frac * 100:5.1f}% {short:<30}")
+        sys.stderr.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r" + " " * 79 + "\r")
+            sys.stderr.flush()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="nncodec",
+        description="Small files for neural-network weights. Reads safetensors, PyTorch .pt/.pth/.bin "
+        "(zip and legacy) and NumPy .npz without running pickle code.",
+    )
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    e = sub.add_parser("encode", help="encode a checkpoint to a .nnc file (lossless)",
+                       description="Encode a checkpoint to a .nnc file, losslessly.")
+    e.add_argument("input", help="checkpoint: .safetensors, .pt/.pth/.bin, .npz")
+    e.add_argument("output", help=".nnc file to write (written atomically)")
+    e.add_argument("--format", choices=["safetensors", "torch", "npz"], help="input format (default: detected from the bytes)")
+    e.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="add user metadata (repeatable)")
+    e.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+
+    d = sub.add_parser("decode", help="decode a .nnc file to a checkpoint",
+                       description="Decode a .nnc file to a checkpoint. The format written is --format if given, "
+                       "else the output extension, else the format the file was encoded from.")
+    d.add_argument("input", help=".nnc file")
+    d.add_argument("output", help="checkpoint to write (written atomically)")
+    d.add_argument("--format", choices=["safetensors", "torch", "torch-legacy", "npz"], help="output format")
+    d.add_argument("--salvage", action="store_true",
+                   help="from a damaged or truncated file, write the tensors before the damage")
+    d.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+
+    i = sub.add_parser("info", help="list the tensors of a .nnc file",
+                       description="List the tensors of a .nnc file: dtype, shape, pipeline, stored bytes, "
+                       "ratio (stored / raw) and bits per value.")
+    i.add_argument("input", help=".nnc file")
+    i.add_argument("--json", action="store_true", help="print JSON for scripts")
+    return p
+
+
+def _parse_metadata(items) -> dict:
+    from .errors import UsageError
+
+    out = {}
+    for it in items:
+        k, sep, v = it.partition("=")
+        if not sep or not k:
+            raise UsageError(f"--metadata {it!r}: expected KEY=VALUE")
+        out[k] = v
+    return out
+
+
+def cmd_encode(a) -> int:
+    from .files import encode_file
+
+    prog = Progress("encoding", not a.quiet)
+    t0 = time.perf_counter()
+    try:
+        infos = encode_file(a.input, a.output, format=a.format, metadata=_parse_metadata(a.metadata), progress=prog)
+    finally:
+        prog.close()
+    dt = time.perf_counter() - t0
+    if not a.quiet:
+        raw = os.path.getsize(a.input)
+        out = os.path.getsize(a.output)
+        print(f"{a.input} -> {a.output}: {_human(raw)} -> {_human(out)} ({100 * out / max(raw, 1):.1f}%), "
+              f"{len(infos)} tensors, {dt:.2f} s")
+    return 0
+
+
+def cmd_decode(a) -> int:
+    from .files import decode_file
+
+    prog = Progress("decoding", not a.quiet)
+    t0 = time.perf_counter()
+    try:
+        fmt = decode_file(a.input, a.output, format=a.format, progress=prog, salvage=a.salvage)
+    finally:
+        prog.close()
+    if not a.quiet:
+        print(f"{a.input} -> {a.output} ({fmt}): {_human(os.path.getsize(a.output))}, {time.perf_counter() - t0:.2f} s")
+    return 0
+
+
+def cmd_info(a) -> int:
+    import json
+
+    from .api import open as nopen
+
+    with nopen(a.input) as r:
+        infos = r.infos()
+        md = r.metadata
+    rows = []
+    for t in infos:
+        rows.append({
+            "name": t.name, "dtype": t.dtype, "shape": list(t.shape),
+            "pipeline": t.pipeline.to_json() if t.alias_of is None else None,
+            "alias_of": t.alias_of,
+            "stored_bytes": 0 if t.alias_of else t.stored_bytes,
+            "raw_bytes": t.raw_bytes,
+            "ratio": None if t.alias_of else round(t.ratio, 6),
+            "bits_per_value": None if t.alias_of else round(t.bits_per_value, 4),
+        })
+    total_raw = sum(t.raw_bytes for t in infos if t.alias_of is None)
+    total_stored = sum(t.stored_bytes for t in infos if t.alias_of is None)
+    size = os.path.getsize(a.input)
+    if a.json:
+        json.dump({"file": a.input, "file_bytes": size, "metadata": md, "tensors": rows,
+                   "raw_bytes": total_raw, "stored_bytes": total_stored}, sys.stdout, indent=1)
+        print()
+        return 0
+    head = ["name", "dtype", "shape", "pipeline", "stored", "ratio", "bits/value"]
+    table = []
+    for t, r in zip(infos, rows):
+        if t.alias_of:
+            table.append([t.name, t.dtype, "x".join(map(str, t.shape)) or "()", f"= {t.alias_of}", "0", "-", "-"])
+        else:
+            table.append([t.name, t.dtype, "x".join(map(str, t.shape)) or "()", t.pipeline.describe(),
+                          str(t.stored_bytes), f"{100 * t.ratio:.1f}%", f"{t.bits_per_value:.2f}"])
+    widths = [max(len(head[j]), *(len(row[j]) for row in table)) if table else len(head[j]) for j in range(len(head))]
+    right = {4, 5, 6}
+    fmt_row = lambda row: "  ".join(c.rjust(w) if j in right else c.ljust(w) for j, (c, w) in enumerate(zip(row, widths)))
+    print(fmt_row(head))
+    print("  ".join("-" * w for w in widths))
+    for row in table:
+        print(fmt_row(row))
+    ratio = 100 * total_stored / total_raw if total_raw else 0.0
+    print(f"\n{len(infos)} tensors, {_human(total_raw)} raw -> {_human(total_stored)} stored ({ratio:.1f}%), "
+          f"file {_human(size)}")
+    if md:
+        print("metadata: " + ", ".join(f"{k}={v if len(v) < 40 else v[:37] + '...'}" for k, v in md.items()))
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    a = parser.parse_args(argv)
+    if a.version:
+        from . import __version__
+
+        print(f"nncodec {__version__}")
+        return 0
+    if not a.command:
+        parser.print_help()
+        return EXIT_USAGE
+    from .errors import NNCodecError, UsageError
+
+    cmd = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info}[a.command]
+    try:
+        return cmd(a)
+    except KeyboardInterrupt:
+        if a.debug:
+            raise
+        print("nncodec: interrupted; no output file was written", file=sys.stderr)
+        return EXIT_INTERRUPT
+    except UsageError as e:
+        if a.debug:
+            raise
+        print(f"nncodec: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except NNCodecError as e:
+        if a.debug:
+            raise
+        print(f"nncodec: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as e:
+        if a.debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"nncodec: error: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_ERROR
+    except MemoryError:
+        if a.debug:
+            raise
+        print("nncodec: error: out of memory", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

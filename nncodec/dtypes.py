@@ -1,0 +1,100 @@
+"""The dtypes nncodec stores, by their names in the format.
+
+A dtype name in a file is one of the strings in :data:`DTYPE_NAMES`. In memory
+each maps to a NumPy dtype; ``bfloat16`` and the float8 types use the
+``ml_dtypes`` package. Values are always stored little-endian.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import UnsupportedError
+
+# name -> (itemsize in bytes, kind) ; kind: 'f' float, 'i' signed, 'u' unsigned, 'b' bool
+_INFO = {
+    "float64": (8, "f"),
+    "float32": (4, "f"),
+    "float16": (2, "f"),
+    "bfloat16": (2, "f"),
+    "float8_e4m3fn": (1, "f"),
+    "float8_e5m2": (1, "f"),
+    "int64": (8, "i"),
+    "int32": (4, "i"),
+    "int16": (2, "i"),
+    "int8": (1, "i"),
+    "uint64": (8, "u"),
+    "uint32": (4, "u"),
+    "uint16": (2, "u"),
+    "uint8": (1, "u"),
+    "bool": (1, "b"),
+}
+
+DTYPE_NAMES = tuple(_INFO)
+
+_ML = {"bfloat16", "float8_e4m3fn", "float8_e5m2"}
+_cache: dict[str, np.dtype] = {}
+
+
+def itemsize(name: str) -> int:
+    return _INFO[check_name(name)][0]
+
+
+def kind(name: str) -> str:
+    return _INFO[check_name(name)][1]
+
+
+def check_name(name) -> str:
+    if not isinstance(name, str) or name not in _INFO:
+        raise UnsupportedError(
+            f"unknown dtype {name!r}; nncodec stores: {', '.join(DTYPE_NAMES)}"
+        )
+    return name
+
+
+def to_numpy(name: str) -> np.dtype:
+    """The little-endian NumPy dtype for a format dtype name."""
+    dt = _cache.get(name)
+    if dt is not None:
+        return dt
+    check_name(name)
+    if name in _ML:
+        import ml_dtypes
+
+        dt = np.dtype(getattr(ml_dtypes, name))
+    else:
+        dt = np.dtype(name).newbyteorder("<")
+    _cache[name] = dt
+    return dt
+
+
+def uint_view(name: str) -> np.dtype:
+    """Unsigned little-endian integer dtype of the same width (used to move bits)."""
+    return np.dtype(f"<u{itemsize(name)}")
+
+
+def from_numpy(dt: np.dtype) -> str:
+    """The format dtype name for a NumPy dtype (any byte order)."""
+    dt = np.dtype(dt)
+    if dt.kind == "V" or dt.names is not None:
+        raise UnsupportedError(f"structured dtype {dt} is not a tensor dtype nncodec stores")
+    name = dt.name
+    if name in _INFO:
+        return name
+    if dt.kind == "b":
+        return "bool"
+    raise UnsupportedError(
+        f"dtype {dt} is not supported; nncodec stores: {', '.join(DTYPE_NAMES)}"
+    )
+
+
+def as_stored(arr: np.ndarray) -> tuple[np.ndarray, str]:
+    """Return ``(array, dtype name)`` with the array C-contiguous and little-endian."""
+    arr = np.asarray(arr)
+    name = from_numpy(arr.dtype)
+    target = to_numpy(name)
+    if arr.dtype != target:  # byte order differs
+        arr = arr.astype(target)
+    if not arr.flags.c_contiguous:
+        arr = arr.copy(order="C")  # (np.ascontiguousarray would turn 0-d into 1-d)
+    return arr, name

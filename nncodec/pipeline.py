@@ -1,0 +1,93 @@
+"""A tensor's codec pipeline: array->array*, one array->bytes, bytes->bytes*."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .codecs import ARRAY_TO_ARRAY, ARRAY_TO_BYTES, BYTES_TO_BYTES, ArraySpec, Codec, Context, get_codec
+from .errors import CorruptError, LimitError
+
+_ORDER = {ARRAY_TO_ARRAY: 0, ARRAY_TO_BYTES: 1, BYTES_TO_BYTES: 2}
+
+
+class Pipeline:
+    def __init__(self, stages):
+        stages = tuple(stages)
+        kinds = [s.kind for s in stages]
+        if kinds.count(ARRAY_TO_BYTES) != 1 or kinds != sorted(kinds, key=_ORDER.__getitem__):
+            raise CorruptError(
+                f"pipeline {[s.codec_id for s in stages]} must be array->array stages, exactly one "
+                f"array->bytes stage, then bytes->bytes stages"
+            )
+        self.stages = stages
+        i = kinds.index(ARRAY_TO_BYTES)
+        self.array_stages = stages[:i]
+        self.serializer = stages[i]
+        self.bytes_stages = stages[i + 1:]
+
+    @classmethod
+    def from_json(cls, obj, max_stages: int = 64) -> "Pipeline":
+        if not isinstance(obj, list) or not obj:
+            raise CorruptError(f"pipeline must be a non-empty list of stages, found {obj!r:.200}")
+        if len(obj) > max_stages:
+            raise CorruptError(f"pipeline has {len(obj)} stages, more than {max_stages}")
+        return cls(get_codec(o) for o in obj)
+
+    def to_json(self) -> list:
+        return [s.to_json() for s in self.stages]
+
+    def describe(self) -> str:
+        return "|".join(s.codec_id for s in self.stages)
+
+    def __eq__(self, other):
+        return isinstance(other, Pipeline) and self.stages == other.stages
+
+    def __repr__(self):
+        return f"Pipeline({list(self.stages)!r})"
+
+    def specs(self, spec: ArraySpec) -> list:
+        """The array spec before each array->array stage and before the serializer."""
+        out = [spec]
+        for st in self.array_stages:
+            spec = st.resolve(spec)
+            out.append(spec)
+        return out
+
+    def encode(self, arr: np.ndarray, ctx: Context) -> bytes:
+        for st in self.array_stages:
+            arr = st.encode(arr, ctx)
+        data = self.serializer.encode(arr, ctx)
+        for st in self.bytes_stages:
+            data = st.encode(data, ctx)
+        return data
+
+    def decode(self, payload, spec: ArraySpec, ctx: Context) -> np.ndarray:
+        specs = self.specs(spec)
+        limits = ctx.limits
+        biggest = max(s.nbytes for s in specs)
+        stored = payload.nbytes if isinstance(payload, memoryview) else len(payload)
+        if biggest > limits.min_expansion_floor and biggest > stored * limits.max_expansion:
+            raise LimitError(
+                f"tensor {ctx.name!r}: declares {biggest} decoded bytes from {stored} stored bytes, "
+                f"an expansion over max_expansion={limits.max_expansion} (a decompression bomb?); "
+                f"raise the limit if the file is trusted"
+            )
+        data = payload
+        if self.bytes_stages:
+            # bytes->bytes decoders never produce more than the largest plausible serialized size
+            ctx.max_bytes = max(limits.min_expansion_floor, stored * limits.max_expansion)
+            for st in reversed(self.bytes_stages):
+                data = memoryview(st.decode(data, ctx))
+        arr = self.serializer.decode(data, specs[-1], ctx)
+        _check(arr, specs[-1], ctx, self.serializer)
+        for st, s in zip(reversed(self.array_stages), reversed(specs[:-1])):
+            arr = st.decode(arr, s, ctx)
+            _check(arr, s, ctx, st)
+        return arr
+
+
+def _check(arr, spec: ArraySpec, ctx: Context, st: Codec) -> None:
+    if ArraySpec.of(arr) != spec:
+        raise CorruptError(
+            f"tensor {ctx.name!r}: codec {st.codec_id!r} produced {ArraySpec.of(arr)}, expected {spec}"
+        )
