@@ -76,11 +76,11 @@ def uint_view(name: str) -> np.dtype:
 def from_numpy(dt: np.dtype) -> str:
     """The format dtype name for a NumPy dtype (any byte order)."""
     dt = np.dtype(dt)
-    if dt.kind == "V" or dt.names is not None:
-        raise UnsupportedError(f"structured dtype {dt} is not a tensor dtype nncodec stores")
     name = dt.name
-    if name in _INFO:
+    if name in _INFO and (name in _ML or dt.kind != "V"):
         return name
+    if dt.kind == "V" or dt.names is not None:
+        raise UnsupportedError(f"dtype {dt} (raw bytes or a structure) is not a tensor dtype nncodec stores")
     if dt.kind == "b":
         return "bool"
     raise UnsupportedError(

@@ -83,6 +83,8 @@ class Pipeline:
         for st, s in zip(reversed(self.array_stages), reversed(specs[:-1])):
             arr = st.decode(arr, s, ctx)
             _check(arr, s, ctx, st)
+        if spec.dtype == "bool" and arr.size and arr.view(np.uint8).max() > 1:
+            raise CorruptError(f"tensor {ctx.name!r}: a bool value decoded to a byte other than 0 or 1")
         return arr
 
 

@@ -12,7 +12,7 @@ END_MAGIC = b"\x89END\r\n\x1a\n"
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 0
 
-FILE_HEADER = struct.Struct("<8sHHI")  # magic, major, minor, flags
+FILE_HEADER = struct.Struct("<8sBBHI")  # magic, major, minor, flags, crc32 of bytes 0..11
 FILE_HEADER_SIZE = FILE_HEADER.size  # 16
 
 RECORD_PREFIX = struct.Struct("<2sBBIQII")  # sync, kind, flags, header_len, payload_len, header_crc, payload_crc

@@ -51,7 +51,8 @@ class Record:
 
 
 def file_header() -> bytes:
-    return FILE_HEADER.pack(FILE_MAGIC, FORMAT_MAJOR, FORMAT_MINOR, 0)
+    body = FILE_HEADER.pack(FILE_MAGIC, FORMAT_MAJOR, FORMAT_MINOR, 0, 0)[:12]
+    return body + crc32(body).to_bytes(4, "little")
 
 
 def encode_record(kind: int, header: dict, payload=b"") -> list:
@@ -123,19 +124,21 @@ class Source:
 
 def read_file_header(src: Source) -> tuple[int, int]:
     raw = bytes(src.read(FILE_HEADER_SIZE, "file header"))
-    magic, major, minor, flags = FILE_HEADER.unpack(raw)
+    magic, major, minor, flags, crc = FILE_HEADER.unpack(raw)
     if magic != FILE_MAGIC:
         hint = ""
         if magic[:4] == FILE_MAGIC[:4]:
             hint = " (the first bytes match: the file was probably changed by a text-mode transfer)"
         raise FormatError(f"{src.what}: not an nncodec file: magic bytes {magic!r} != {FILE_MAGIC!r}{hint}")
+    if crc32(raw[:12]) != crc:
+        raise CorruptError(f"{src.what}: file header checksum mismatch; the file is damaged")
     if major != FORMAT_MAJOR:
         raise UnsupportedError(
             f"{src.what}: format version {major}.{minor} is not readable by this nncodec "
             f"(reads {FORMAT_MAJOR}.x); upgrade nncodec"
         )
     if flags != 0:
-        raise CorruptError(f"{src.what}: file header flags are 0x{flags:08x}, must be 0 in version {FORMAT_MAJOR}")
+        raise CorruptError(f"{src.what}: file header flags are 0x{flags:04x}, must be 0 in version {FORMAT_MAJOR}")
     return major, minor
 
 

@@ -127,4 +127,4 @@ def write(path, ck: Checkpoint, *, format: str = "safetensors") -> None:
         f.write(len(hb).to_bytes(8, "little"))
         f.write(hb)
         for arr in arrays:
-            f.write(memoryview(arr).cast("B") if arr.size else b"")
+            f.write(arr.reshape(-1).view(np.uint8).data if arr.size else b"")
