@@ -331,10 +331,10 @@ class Reader:
             self.close()
             raise
 
-    def _record(self, offset: int, kind: int) -> C.Record:
+    def _record(self, offset: int, kind: int, name: str | None = None) -> C.Record:
         what = self.path
         src = C.Source(self._buf[: self._index_offset], pos=offset, what=what)
-        rec = C.read_record(src, self._limits, verify_payload=self._verify)
+        rec = C.read_record(src, self._limits, verify_payload=self._verify, expect_name=name)
         if rec.kind != kind:
             raise CorruptError(
                 f"{what}: index points at a {KIND_NAMES.get(rec.kind, 'unknown')} record at offset {offset}, "
@@ -349,7 +349,7 @@ class Reader:
             off = self._tensors[name]
         except KeyError:
             raise KeyError(name) from None
-        rec = self._record(off, KIND_TENSOR)
+        rec = self._record(off, KIND_TENSOR, name)
         if rec.header.get("name") != name:
             raise CorruptError(f"{self.path}: index entry {name!r} points at the record of {rec.header.get('name')!r:.80}")
         return rec

@@ -142,7 +142,19 @@ def read_file_header(src: Source) -> tuple[int, int]:
     return major, minor
 
 
-def read_record(src: Source, limits: Limits, *, max_payload: int | None = None, verify_payload: bool = True) -> Record:
+def _guess_name(header_bytes, expect_name) -> str:
+    """Best effort: the tensor a damaged header belongs to, for the error message."""
+    if expect_name is not None:
+        return f" (tensor {expect_name!r})"
+    try:
+        name = jsonutil.loads(header_bytes, "").get("name")
+    except Exception:
+        return ""
+    return f" (tensor {name!r}, by its damaged header)" if isinstance(name, str) else ""
+
+
+def read_record(src: Source, limits: Limits, *, max_payload: int | None = None, verify_payload: bool = True,
+                expect_name: str | None = None) -> Record:
     """Read and verify one record at the source's position.
 
     The header checksum is always verified; ``verify_payload=False`` skips the
@@ -161,7 +173,7 @@ def read_record(src: Source, limits: Limits, *, max_payload: int | None = None, 
         )
     header_bytes = src.read(hlen, "record header")
     if crc32(prefix[:16], header_bytes) != hcrc:
-        raise CorruptError(f"{where}: record header checksum mismatch; the file is damaged")
+        raise CorruptError(f"{where}{_guess_name(header_bytes, expect_name)}: record header checksum mismatch; the file is damaged")
     if flags != 0:
         raise CorruptError(f"{where}: record flags are 0x{flags:02x}, must be 0 in version 1")
     if (RECORD_PREFIX_SIZE + hlen) % ALIGN:
