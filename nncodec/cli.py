@@ -89,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
                        "ratio (stored / raw) and bits per value.")
     i.add_argument("input", help=".nnc file")
     i.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    c = sub.add_parser("compare", help="compare two checkpoints tensor by tensor",
+                       description="Compare two checkpoints (any supported format, .nnc included) tensor by tensor: "
+                       "SNR in dB (10·log10 Σw²/Σ(w−ŵ)²), max absolute error and relative error ‖w−ŵ‖/‖w‖.")
+    c.add_argument("a", help="reference checkpoint")
+    c.add_argument("b", help="checkpoint to compare with it")
+    c.add_argument("--json", action="store_true", help="print JSON for scripts")
     return p
 
 
@@ -186,6 +193,44 @@ def cmd_info(a) -> int:
     return 0
 
 
+def cmd_compare(a) -> int:
+    import json
+    import math
+
+    from .compare import compare
+
+    diffs, overall, only_a, only_b = compare(a.a, a.b)
+
+    def num(x):
+        return None if isinstance(x, float) and math.isinf(x) else x
+
+    if a.json:
+        rows = [{"name": d.name, "dtype": d.dtype, "shape": list(d.shape), "snr_db": num(d.snr_db),
+                 "max_abs_error": d.max_abs_error, "rel_error": d.rel_error, "exact": d.exact} for d in diffs]
+        json.dump({"tensors": rows, "overall": {"snr_db": num(overall.snr_db), "max_abs_error": overall.max_abs_error,
+                                                "rel_error": overall.rel_error, "exact": overall.exact},
+                   "only_in_a": only_a, "only_in_b": only_b}, sys.stdout, indent=1)
+        print()
+        return 0
+    head = ["name", "dtype", "shape", "SNR dB", "max |err|", "rel err"]
+    fmt_snr = lambda x: "exact" if math.isinf(x) and x > 0 else f"{x:.2f}"
+    table = [[d.name, d.dtype, "x".join(map(str, d.shape)) or "()", "exact" if d.exact else fmt_snr(d.snr_db),
+              f"{d.max_abs_error:.3g}", f"{d.rel_error:.3g}"] for d in diffs]
+    table.append(["(all)", "", "", "exact" if overall.exact else fmt_snr(overall.snr_db),
+                  f"{overall.max_abs_error:.3g}", f"{overall.rel_error:.3g}"])
+    widths = [max(len(head[j]), *(len(r[j]) for r in table)) for j in range(len(head))]
+    line = lambda r: "  ".join(c.rjust(w) if j >= 3 else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths)))
+    print(line(head))
+    print("  ".join("-" * w for w in widths))
+    for r in table:
+        print(line(r))
+    if only_a:
+        print(f"only in {a.a}: {', '.join(only_a)}")
+    if only_b:
+        print(f"only in {a.b}: {', '.join(only_b)}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = _parser()
     a = parser.parse_args(argv)
@@ -199,7 +244,7 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     from .errors import NNCodecError, UsageError
 
-    cmd = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info}[a.command]
+    cmd = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "compare": cmd_compare}[a.command]
     try:
         return cmd(a)
     except KeyboardInterrupt:
