@@ -18,7 +18,6 @@ torch being importable.
 from __future__ import annotations
 
 import collections
-import io
 import pickle
 import struct
 
@@ -331,6 +330,12 @@ class LimitedReader:
         self.budget = budget
         self._limit_name = limit_name
         self._source = source
+        self.short_read = False  # a read returned less than asked: the file ended
+
+    def _got(self, data, n):
+        if len(data) < n:
+            self.short_read = True
+        return data
 
     def _take(self, n: int) -> int:
         if n < 0 or n > self.budget:
@@ -347,21 +352,32 @@ class LimitedReader:
             data = self._f.read(n)
             self._take(len(data))
             return data
-        return self._f.read(self._take(n))
+        return self._got(self._f.read(self._take(n)), n)
 
     def readinto(self, b):
-        m = memoryview(b)
+        m = memoryview(b).cast("B")
         self._take(len(m))
-        return self._f.readinto(m)
+        got = self._f.readinto(m)
+        if got < len(m):
+            self.short_read = True
+        return got
 
     def readline(self, size=-1):
         line = self._f.readline(min(self.budget + 1, size if size is not None and size >= 0 else self.budget + 1))
         self._take(len(line))
+        if not line.endswith(b"\n"):
+            self.short_read = True
         return line
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that admits only the globals :func:`resolve_global` allows."""
+class RestrictedUnpickler(pickle._Unpickler):
+    """Unpickler that admits only the globals :func:`resolve_global` allows.
+
+    Built on the pure-Python unpickler: its memo is a dict, whereas the C
+    unpickler sizes its memo array by the largest index a PUT opcode names,
+    so a ten-byte pickle (``LONG_BINPUT 0x3ffffff0``) makes it allocate and
+    clear gigabytes.
+    """
 
     def __init__(self, file, *, source: str, persistent_load=None):
         # utf-8 like torch.load for Python-2 str objects
@@ -384,14 +400,10 @@ def load(file, *, source: str, persistent_load=None):
         return RestrictedUnpickler(file, source=source, persistent_load=persistent_load).load()
     except NNCodecError:
         raise
-    except EOFError as e:
-        raise TruncatedError(f"{source}: pickle data ends early ({e or 'end of file'}); the file is truncated") from None
-    except pickle.UnpicklingError as e:
-        if "truncated" in str(e):
-            raise TruncatedError(f"{source}: pickle data ends early ({e}); the file is truncated") from None
-        raise CorruptError(f"{source}: invalid pickle data ({e})") from None
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
-            UnicodeError, RecursionError, MemoryError, struct.error) as e:  # fmt: skip
+    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+            OverflowError, UnicodeError, RecursionError, MemoryError, struct.error) as e:  # fmt: skip
+        if isinstance(e, EOFError) or getattr(file, "short_read", False):
+            raise TruncatedError(f"{source}: pickle data ends early; the file is truncated") from None
         raise CorruptError(f"{source}: invalid pickle data ({type(e).__name__}: {str(e)[:200]})") from None
 
 
@@ -457,11 +469,8 @@ class PickleWriter:
         self.out += b"X" + struct.pack("<I", len(data)) + data
 
     def bytes(self, v: bytes):
-        # as Python's protocol-2 pickler does: _codecs.encode(latin-1 text, 'latin1')
-        if not v:
-            self.global_("__builtin__", "bytes")
-            self.out += b")R"
-            return
+        # as Python's protocol-2 pickler does: _codecs.encode(latin-1 text, 'latin1');
+        # also for b"", which Python writes as bytes() but torch.load(weights_only=True) refuses
         self.global_("_codecs", "encode")
         self.str(v.decode("latin-1"))
         self.str("latin1")
@@ -534,5 +543,4 @@ __all__ = [
     "load",
     "resolve_global",
     "dumps_simple",
-    "io",
 ]
