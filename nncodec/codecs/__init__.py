@@ -26,6 +26,10 @@ _BUILTIN = {
     "raw": "nncodec.codecs.raw:Raw",
     "planes": "nncodec.codecs.planes:Planes",
     "zstd": "nncodec.codecs.zstd:Zstd",
+    "scalar": "nncodec.codecs.quantize:Scalar",
+    "lattice": "nncodec.codecs.quantize:Lattice",
+    "kmeans": "nncodec.codecs.quantize:KMeans",
+    "prune": "nncodec.codecs.quantize:Prune",
 }
 _registry: dict[str, type] = {}
 _entry_points_loaded = False
