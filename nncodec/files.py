@@ -25,9 +25,16 @@ def _progress_iter(items, progress, total_bytes):
 
 
 def encode_file(src, dst, *, format: str | None = None, metadata: dict | None = None,
-                limits: Limits = DEFAULT_LIMITS, progress=None) -> list:
-    """Encode the checkpoint ``src`` (safetensors, torch, npz) losslessly to the .nnc file ``dst``.
+                limits: Limits = DEFAULT_LIMITS, progress=None, bits: float | None = None,
+                snr: float | None = None, step: float | None = None, max_error: float | None = None,
+                preset: str | None = None, keep=(), lossy=(), overrides: dict | None = None,
+                quantizer: str = "scalar", dither: bool = False, seed: int = 0) -> list:
+    """Encode the checkpoint ``src`` (safetensors, torch, npz) to the .nnc file ``dst``.
 
+    Lossless unless one of ``bits``, ``snr``, ``step``, ``max_error`` or
+    ``preset`` is given (see :mod:`nncodec.lossy` for which tensors are coded
+    lossily and how the rate is shared). ``overrides`` maps a tensor name to
+    ``"lossless"``, ``"lossy"``, a step size, or a :class:`~nncodec.Pipeline`.
     ``dst`` is written atomically; ``src`` is never modified. ``metadata``
     (str -> str) is added to the file's user metadata. ``progress``, if
     given, is called as ``progress(tensor_name, bytes_done, bytes_total)``.
@@ -44,15 +51,50 @@ def encode_file(src, dst, *, format: str | None = None, metadata: dict | None = 
     md[nio.SOURCE_FORMAT_KEY] = ck.format
     if metadata:
         md.update(metadata)
-    total = sum(a.nbytes for a in ck.tensors.values())
+    opts = None
+    if any(v is not None for v in (bits, snr, step, max_error, preset)) or overrides:
+        from .lossy import LossyOptions
+
+        opts = LossyOptions(bits=bits, snr=snr, step=step, max_error=max_error, preset=preset or "balanced",
+                            keep=tuple(keep), lossy=tuple(lossy), quantizer=quantizer, dither=dither, seed=seed,
+                            overrides=dict(overrides or {}))
     with atomic_path(dst, inputs=[src]) as tmp, open(tmp, "wb") as f:
         with Writer(f, metadata=md, limits=limits) as w:
-            for name, arr in _progress_iter(ck.tensors.items(), progress, total):
-                w.add(name, arr)
-            for a, t in ck.aliases.items():
-                w.add_alias(a, t)
+            write_tensors(w, ck.tensors, ck.aliases, opts, progress)
         infos = w.infos
     return infos
+
+
+def write_tensors(w: Writer, tensors: dict, aliases: dict, opts=None, progress=None) -> None:
+    """Add ``tensors`` (lossless, or lossy per ``opts``) and ``aliases`` to a Writer."""
+    from .codecs import Context
+    from .pipeline import Pipeline
+
+    steps = {}
+    if opts is not None:
+        from .lossy import allocate, is_lossy
+
+        chosen = {n: a for n, a in tensors.items() if is_lossy(n, a, opts)}
+        fixed = {n: v for n, v in opts.overrides.items() if isinstance(v, (int, float)) and n in chosen}
+        steps = allocate({n: a for n, a in chosen.items() if n not in fixed and
+                          not isinstance(opts.overrides.get(n), Pipeline)}, opts)
+        steps.update({n: float(v) for n, v in fixed.items()})
+    total = sum(a.nbytes for a in tensors.values())
+    for name, arr in _progress_iter(tensors.items(), progress, total):
+        explicit = opts.overrides.get(name) if opts is not None else None
+        if isinstance(explicit, Pipeline):
+            w.add(name, arr, pipeline=explicit)
+        elif name in steps:
+            from . import dtypes
+            from .lossy import encode_lossy
+
+            pipe, payload = encode_lossy(name, arr, steps[name], opts, Context(name=name, limits=w._limits))
+            a, dt = dtypes.as_stored(arr)
+            w.add_encoded(name, dt, a.shape, pipe, payload)
+        else:
+            w.add(name, arr)
+    for a, t in aliases.items():
+        w.add_alias(a, t)
 
 
 def output_format(dst, recorded: str | None, format: str | None) -> str:

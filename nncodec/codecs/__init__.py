@@ -26,6 +26,8 @@ _BUILTIN = {
     "raw": "nncodec.codecs.raw:Raw",
     "planes": "nncodec.codecs.planes:Planes",
     "zstd": "nncodec.codecs.zstd:Zstd",
+    "ans": "nncodec.codecs.ans:Ans",
+    "zerorun": "nncodec.codecs.ans:ZeroRun",
     "scalar": "nncodec.codecs.quantize:Scalar",
     "lattice": "nncodec.codecs.quantize:Lattice",
     "kmeans": "nncodec.codecs.quantize:KMeans",
