@@ -32,6 +32,9 @@ _BUILTIN = {
     "lattice": "nncodec.codecs.quantize:Lattice",
     "kmeans": "nncodec.codecs.quantize:KMeans",
     "prune": "nncodec.codecs.quantize:Prune",
+    "dct": "nncodec.codecs.transform:DCT",
+    "lowrank": "nncodec.codecs.transform:LowRank",
+    "bloomier": "nncodec.codecs.bloomier:Bloomier",
 }
 _registry: dict[str, type] = {}
 _entry_points_loaded = False
