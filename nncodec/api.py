@@ -384,6 +384,12 @@ class Reader:
     def infos(self) -> list:
         return [self.info(n) for n in self.keys()]
 
+    def levels(self, name: str) -> np.ndarray:
+        """The array the array->bytes stage decodes to (the quantized levels of a lossy tensor)."""
+        rec = self._tensor_record(name)
+        tname, spec, pipe = _tensor_spec(rec.header, self._limits, self.path)
+        return pipe.decode_levels(rec.payload, spec, Context(name=tname, limits=self._limits))
+
     def to_dict(self) -> dict:
         """Decode every tensor; aliases map to the same array object as their target."""
         out = {n: self[n] for n in self._tensors}

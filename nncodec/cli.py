@@ -66,12 +66,35 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    e = sub.add_parser("encode", help="encode a checkpoint to a .nnc file (lossless)",
-                       description="Encode a checkpoint to a .nnc file, losslessly.")
+    e = sub.add_parser("encode", help="encode a checkpoint to a .nnc file",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Encode a checkpoint to a .nnc file: losslessly, unless a rate option "
+                       "(--bits, --snr, --step, --max-error) or --preset is given.",
+                       epilog="""lossy coding:
+  Float tensors with at least 2 dimensions and 1024 elements are coded lossily; 1-D
+  tensors (biases, norms), tiny tensors and integer buffers stay lossless. --keep and
+  --lossy (shell globs on tensor names, repeatable) override the rule; --keep wins.
+  --bits and --snr share the rate across tensors at equal rate-distortion slope.
+  presets: fast (6 bits, one coder), balanced (4 bits), small (3 bits); a rate
+  option overrides the preset's default rate.""")
     e.add_argument("input", help="checkpoint: .safetensors, .pt/.pth/.bin, .npz")
     e.add_argument("output", help=".nnc file to write (written atomically)")
     e.add_argument("--format", choices=["safetensors", "torch", "npz"], help="input format (default: detected from the bytes)")
     e.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="add user metadata (repeatable)")
+    rate = e.add_mutually_exclusive_group()
+    rate.add_argument("--bits", type=float, metavar="B", help="average bits per weight over the lossy tensors")
+    rate.add_argument("--snr", type=float, metavar="DB", help="weight SNR in dB over the lossy tensors")
+    rate.add_argument("--step", type=float, metavar="D", help="one quantization step for every lossy tensor")
+    rate.add_argument("--max-error", type=float, metavar="E", help="no weight changes by more than E")
+    e.add_argument("--preset", choices=["fast", "balanced", "small"], help="lossy settings in one word")
+    e.add_argument("--keep", action="append", default=[], metavar="PATTERN", help="keep matching tensors lossless")
+    e.add_argument("--lossy", action="append", default=[], metavar="PATTERN", help="code matching float tensors lossily")
+    e.add_argument("--quantizer", choices=["scalar", "lattice-d4", "lattice-e8"], default="scalar",
+                   help="quantizer for lossy tensors (default scalar)")
+    e.add_argument("--objective", choices=["relative", "mse"], default="relative",
+                   help="what rate allocation minimises: each tensor's relative error (default) or the total squared error")
+    e.add_argument("--dither", action="store_true", help="subtractive dither: unbiased reconstruction")
+    e.add_argument("--seed", type=int, default=0, help="dither seed (default 0)")
     e.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
     d = sub.add_parser("decode", help="decode a .nnc file to a checkpoint",
@@ -117,15 +140,23 @@ def cmd_encode(a) -> int:
     prog = Progress("encoding", not a.quiet)
     t0 = time.perf_counter()
     try:
-        infos = encode_file(a.input, a.output, format=a.format, metadata=_parse_metadata(a.metadata), progress=prog)
+        infos = encode_file(a.input, a.output, format=a.format, metadata=_parse_metadata(a.metadata), progress=prog,
+                            bits=a.bits, snr=a.snr, step=a.step, max_error=a.max_error, preset=a.preset,
+                            keep=a.keep, lossy=a.lossy, quantizer=a.quantizer, dither=a.dither, seed=a.seed,
+                            objective=a.objective)
     finally:
         prog.close()
     dt = time.perf_counter() - t0
     if not a.quiet:
         raw = os.path.getsize(a.input)
         out = os.path.getsize(a.output)
+        lossy = [t for t in infos if t.pipeline.array_stages]
+        extra = ""
+        if lossy:
+            n = sum(t.size for t in lossy)
+            extra = f", {len(lossy)} lossy at {8 * sum(t.stored_bytes for t in lossy) / max(n, 1):.2f} bits/weight"
         print(f"{a.input} -> {a.output}: {_human(raw)} -> {_human(out)} ({100 * out / max(raw, 1):.1f}%), "
-              f"{len(infos)} tensors, {dt:.2f} s")
+              f"{len(infos)} tensors{extra}, {dt:.2f} s")
     return 0
 
 
@@ -143,14 +174,27 @@ def cmd_decode(a) -> int:
     return 0
 
 
+def _entropy_bits_per_weight(levels, n_weights: int) -> float:
+    """First-order empirical entropy of the symbols, spread over the tensor's weights."""
+    import numpy as np
+
+    _, counts = np.unique(np.asarray(levels).reshape(-1), return_counts=True)
+    p = counts / counts.sum()
+    return float(-(counts * np.log2(p)).sum()) / n_weights
+
+
 def cmd_info(a) -> int:
     import json
 
     from .api import open as nopen
 
+    entropy = {}
     with nopen(a.input) as r:
         infos = r.infos()
         md = r.metadata
+        for t in infos:
+            if t.alias_of is None and t.pipeline.array_stages and t.size:
+                entropy[t.name] = _entropy_bits_per_weight(r.levels(t.name), t.size)
     rows = []
     for t in infos:
         rows.append({
@@ -161,6 +205,7 @@ def cmd_info(a) -> int:
             "raw_bytes": t.raw_bytes,
             "ratio": None if t.alias_of else round(t.ratio, 6),
             "bits_per_value": None if t.alias_of else round(t.bits_per_value, 4),
+            "entropy_bits_per_value": round(entropy[t.name], 4) if t.name in entropy else None,
         })
     total_raw = sum(t.raw_bytes for t in infos if t.alias_of is None)
     total_stored = sum(t.stored_bytes for t in infos if t.alias_of is None)
@@ -170,16 +215,17 @@ def cmd_info(a) -> int:
                    "raw_bytes": total_raw, "stored_bytes": total_stored}, sys.stdout, indent=1)
         print()
         return 0
-    head = ["name", "dtype", "shape", "pipeline", "stored", "ratio", "bits/value"]
+    head = ["name", "dtype", "shape", "pipeline", "stored", "ratio", "bits/value", "entropy"]
     table = []
     for t, r in zip(infos, rows):
         if t.alias_of:
-            table.append([t.name, t.dtype, "x".join(map(str, t.shape)) or "()", f"= {t.alias_of}", "0", "-", "-"])
+            table.append([t.name, t.dtype, "x".join(map(str, t.shape)) or "()", f"= {t.alias_of}", "0", "-", "-", ""])
         else:
+            ent = f"{entropy[t.name]:.2f}" if t.name in entropy else ""
             table.append([t.name, t.dtype, "x".join(map(str, t.shape)) or "()", t.pipeline.describe(),
-                          str(t.stored_bytes), f"{100 * t.ratio:.1f}%", f"{t.bits_per_value:.2f}"])
+                          str(t.stored_bytes), f"{100 * t.ratio:.1f}%", f"{t.bits_per_value:.2f}", ent])
     widths = [max(len(head[j]), *(len(row[j]) for row in table)) if table else len(head[j]) for j in range(len(head))]
-    right = {4, 5, 6}
+    right = {4, 5, 6, 7}
     fmt_row = lambda row: "  ".join(c.rjust(w) if j in right else c.ljust(w) for j, (c, w) in enumerate(zip(row, widths)))
     print(fmt_row(head))
     print("  ".join("-" * w for w in widths))
@@ -188,6 +234,8 @@ def cmd_info(a) -> int:
     ratio = 100 * total_stored / total_raw if total_raw else 0.0
     print(f"\n{len(infos)} tensors, {_human(total_raw)} raw -> {_human(total_stored)} stored ({ratio:.1f}%), "
           f"file {_human(size)}")
+    if entropy:
+        print("entropy: first-order empirical entropy of the quantized symbols, in bits per weight")
     if md:
         print("metadata: " + ", ".join(f"{k}={v if len(v) < 40 else v[:37] + '...'}" for k, v in md.items()))
     return 0

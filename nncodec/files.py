@@ -28,7 +28,8 @@ def encode_file(src, dst, *, format: str | None = None, metadata: dict | None = 
                 limits: Limits = DEFAULT_LIMITS, progress=None, bits: float | None = None,
                 snr: float | None = None, step: float | None = None, max_error: float | None = None,
                 preset: str | None = None, keep=(), lossy=(), overrides: dict | None = None,
-                quantizer: str = "scalar", dither: bool = False, seed: int = 0) -> list:
+                quantizer: str = "scalar", objective: str = "relative", dither: bool = False,
+                seed: int = 0) -> list:
     """Encode the checkpoint ``src`` (safetensors, torch, npz) to the .nnc file ``dst``.
 
     Lossless unless one of ``bits``, ``snr``, ``step``, ``max_error`` or
@@ -56,7 +57,8 @@ def encode_file(src, dst, *, format: str | None = None, metadata: dict | None = 
         from .lossy import LossyOptions
 
         opts = LossyOptions(bits=bits, snr=snr, step=step, max_error=max_error, preset=preset or "balanced",
-                            keep=tuple(keep), lossy=tuple(lossy), quantizer=quantizer, dither=dither, seed=seed,
+                            keep=tuple(keep), lossy=tuple(lossy), quantizer=quantizer, objective=objective,
+                            dither=dither, seed=seed,
                             overrides=dict(overrides or {}))
     with atomic_path(dst, inputs=[src]) as tmp, open(tmp, "wb") as f:
         with Writer(f, metadata=md, limits=limits) as w:

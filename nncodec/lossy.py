@@ -118,17 +118,22 @@ def _sample(w: np.ndarray) -> np.ndarray:
     return flat[idx]
 
 
-def _entropy_bits(levels: np.ndarray) -> float:
-    """Total bits of an ideal static coder for these levels (first-order entropy)."""
+#: bits a coded tensor pays besides its symbols: the coder's header and a per-symbol table
+HEADER_BITS = 160
+TABLE_BITS_PER_SYMBOL = 8
+
+
+def _entropy_bits(levels: np.ndarray) -> tuple:
+    """(total bits of an ideal static coder for these levels, number of distinct levels)."""
     if levels.size == 0:
-        return 0.0
+        return 0.0, 0
     _, counts = np.unique(levels, return_counts=True)
     p = counts / levels.size
-    return float(-(counts * np.log2(p)).sum()) + 12.0 * len(counts)  # + a table estimate
+    return float(-(counts * np.log2(p)).sum()), len(counts)
 
 
 def rd_curve(w: np.ndarray, quantizer: str = "scalar") -> tuple:
-    """(steps, rate in bits per weight, distortion as mean squared error) on a grid."""
+    """(steps, rate in bits, distortion as sum of squared errors) of the tensor on a grid."""
     x = _sample(w)
     rms = math.sqrt(float(np.mean(x * x))) if x.size else 0.0
     if rms == 0.0 or not math.isfinite(rms):
@@ -136,15 +141,16 @@ def rd_curve(w: np.ndarray, quantizer: str = "scalar") -> tuple:
     steps = rms * np.exp2(-_GRID)
     R = np.empty(len(steps))
     D = np.empty(len(steps))
+    n = w.size
     for i, d in enumerate(steps):
         if quantizer == "scalar":
             q = np.rint(x / d)
             e = x - q * d
-            R[i] = _entropy_bits(q) / x.size
         else:
             q, e = _lattice_levels(x, d, quantizer)
-            R[i] = _entropy_bits(q) / x.size
-        D[i] = float(np.mean(e * e))
+        bits, symbols = _entropy_bits(q)
+        R[i] = bits / max(x.size, 1) * n + HEADER_BITS + TABLE_BITS_PER_SYMBOL * symbols
+        D[i] = float(np.mean(e * e)) * n if x.size else 0.0
     return steps, R, D
 
 
@@ -173,7 +179,7 @@ def allocate(tensors: dict, opts: LossyOptions) -> dict:
         # the objective: relative weighs each tensor's error by 1/power (its SNR counts, not
         # its scale); mse weighs all errors alike (the overall weight SNR counts)
         wt = 1.0 / power if opts.objective == "relative" and power > 0 else 1.0
-        curves[n] = (steps, R * w.size, D * w.size, w.size, wt)
+        curves[n] = (steps, R, D, w.size, wt)
     total_n = sum(c[3] for c in curves.values())
     signal = sum(float(np.sum(np.asarray(w, dtype=np.float64) ** 2)) for w in tensors.values())
 
