@@ -42,7 +42,7 @@ SAMPLE_SIZE = 1 << 14
 DENSE_BITS = 7.95
 #: a coded mode must save more than n >> SHIFT bytes over raw (huffman, zstd) or
 #: over raw and huffman (context), since it decodes slower than a copy
-PENALTY_SHIFT = {MODE_RAW: None, MODE_CONST: None, MODE_HUFFMAN: 7, MODE_CONTEXT: 6, MODE_ZSTD: 7}
+PENALTY_SHIFT = {MODE_RAW: None, MODE_CONST: None, MODE_HUFFMAN: 7, MODE_CONTEXT: 7, MODE_ZSTD: 7}
 #: a context block is tried for planes of at least CONTEXT_MIN_N bytes whose plane
 #: above coded to at most CONTEXT_ABOVE of its raw size
 CONTEXT_MIN_N = 4096
@@ -127,7 +127,13 @@ class Planes(ArrayToBytesCodec):
         cands = [(1 + n, MODE_RAW, None)]  # (size, mode, plan or body)
         if not dense:
             hist4 = hf.kernels().histogram4(data, hf.segment_bounds(n))
-            used = np.nonzero(hist4.sum(axis=0))[0]
+            hist = hist4.sum(axis=0)
+            used = np.nonzero(hist)[0]
+            # a Huffman block costs at least the Shannon bound plus 4 bits per used symbol;
+            # when that cannot beat raw by the required margin, skip building it
+            floor_bits = hf.ideal_bits(hist) + 4 * len(used)
+            dense = len(used) > 1 and floor_bits >= 8 * (n - (n >> PENALTY_SHIFT[MODE_HUFFMAN]))
+        if not dense:
             if len(used) == 1:
                 if pos + 2 >= limit:
                     return None
@@ -137,10 +143,13 @@ class Planes(ArrayToBytesCodec):
                 return pos + 2
             plan = hf.plan_block(data, hist4)
             cands.append((_part_size(plan.size), MODE_HUFFMAN, plan))
-            if p >= 1 and n >= CONTEXT_MIN_N and ratios[p - 1] <= CONTEXT_ABOVE:
-                cplan = hf.plan_context(data, planes[p - 1])
-                cands.append((_part_size(cplan.size), MODE_CONTEXT, cplan))
-        if n >= ZSTD_MIN_N:
+        # a plane that looks incompressible on its own can still be predictable from the
+        # plane above it (the top mantissa bits given the exponent): try the context mode
+        if p >= 1 and n >= CONTEXT_MIN_N and ratios[p - 1] <= CONTEXT_ABOVE and (p == 1 or not dense):
+            cplan = hf.plan_context(data, planes[p - 1])
+            cands.append((_part_size(cplan.size), MODE_CONTEXT, cplan))
+        # float mantissa planes near 8 bits of entropy have nothing for zstd to find
+        if n >= ZSTD_MIN_N and not (dense and self.transform == "rotl1"):
             best = min(size for size, _, _ in cands)
             body = self._try_zstd(data, best)
             if body is not None:
