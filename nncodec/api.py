@@ -469,11 +469,12 @@ class StreamReader:
         if isinstance(stream, (str, os.PathLike)):
             what = what or os.fspath(stream)
             self._owned = stream = builtins.open(stream, "rb")
-        elif isinstance(stream, (bytes, bytearray, memoryview)):
-            stream = io.BytesIO(stream)
-        if not hasattr(stream, "readinto"):
+        if isinstance(stream, (bytes, bytearray, memoryview)):
+            self._src = C.Source(buf=stream, what=what or "data")  # zero copy
+        elif hasattr(stream, "readinto"):
+            self._src = C.Source(stream=stream, what=what or "stream")
+        else:
             raise UsageError(f"iter_decode needs a path, bytes or a binary readable object, got {type(stream).__name__}")
-        self._src = C.Source(stream=stream, what=what or "stream")
         self._limits = limits
         self._salvage = salvage
         self.metadata: dict = {}

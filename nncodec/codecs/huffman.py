@@ -48,10 +48,10 @@ def kernels():
 def segment_bounds(n: int) -> np.ndarray:
     """Bounds of the 4 segments of ``n`` symbols: segment k has ``n//4 + (k < n%4)`` symbols."""
     q, r = divmod(n, NSTREAMS)
-    b = np.zeros(NSTREAMS + 1, np.int64)
+    b = [0]
     for k in range(NSTREAMS):
-        b[k + 1] = b[k] + q + (1 if k < r else 0)
-    return b
+        b.append(b[k] + q + (1 if k < r else 0))
+    return np.array(b, np.int64)
 
 
 def put_varint(v: int) -> bytes:
@@ -146,8 +146,15 @@ def table_size(lens: np.ndarray) -> int:
     return 2 + (int(used[-1]) - int(used[0]) + 2) // 2
 
 
+#: blocks of fewer symbols decode one symbol per lookup (no multi-symbol table to build)
+MULTI_MIN_N = 1 << 14
+
+
 def parse_table(buf: np.ndarray, pos: int, end: int, what: str) -> tuple[np.ndarray, int]:
-    """Read and check one code-length table from ``buf[pos:end]``; return (lens, new pos)."""
+    """Read and check one code-length table from ``buf[pos:end]``; return (lens, new pos).
+
+    Plain Python on at most 130 bytes: cheaper than NumPy calls for a table this small.
+    """
     if end - pos < 2:
         raise CorruptError(f"{what}: data ends inside a code-length table at byte {pos}")
     first, last = int(buf[pos]), int(buf[pos + 1])
@@ -157,32 +164,34 @@ def parse_table(buf: np.ndarray, pos: int, end: int, what: str) -> tuple[np.ndar
     nbytes = (count + 1) // 2
     if end - pos - 2 < nbytes:
         raise CorruptError(f"{what}: data ends inside the code-length table at byte {pos}")
-    packed = np.asarray(buf[pos + 2:pos + 2 + nbytes], dtype=np.uint8)
-    nib = np.empty(2 * nbytes, np.uint8)
-    nib[0::2] = packed & 15
-    nib[1::2] = packed >> 4
+    packed = bytes(buf[pos + 2:pos + 2 + nbytes])
+    nib = []
+    for b in packed:
+        nib.append(b & 15)
+        nib.append(b >> 4)
     if count % 2 and nib[-1]:
         raise CorruptError(f"{what}: code-length table at byte {pos} has a nonzero padding nibble")
-    nib = nib[:count]
-    if nib.max() > MAX_LEN:
-        raise CorruptError(f"{what}: code-length table at byte {pos} has a length {int(nib.max())} > {MAX_LEN}")
+    del nib[count:]
+    top = max(nib)
+    if top > MAX_LEN:
+        raise CorruptError(f"{what}: code-length table at byte {pos} has a length {top} > {MAX_LEN}")
     if nib[0] == 0 or nib[-1] == 0:
         raise CorruptError(f"{what}: code-length table at byte {pos} has an unused first or last symbol")
-    lens = np.zeros(256, np.uint8)
-    lens[first:last + 1] = nib
-    used = nib[nib > 0].astype(np.int64)
+    used = [v for v in nib if v]
     if len(used) == 1:
         if used[0] != 1:
             raise CorruptError(
                 f"{what}: code-length table at byte {pos}: a lone symbol must have length 1, found {used[0]}"
             )
     else:
-        kraft = int(np.sum(np.left_shift(1, MAX_LEN - used)))
+        kraft = sum(1 << (MAX_LEN - v) for v in used)
         if kraft != TABLE_SIZE:
             raise CorruptError(
                 f"{what}: code-length table at byte {pos} is not a complete prefix code "
                 f"(Kraft sum {kraft}/{TABLE_SIZE})"
             )
+    lens = np.zeros(256, np.uint8)
+    lens[first:last + 1] = nib
     return lens, pos + 2 + nbytes
 
 
@@ -288,8 +297,11 @@ def _stream_layout(buf: np.ndarray, pos: int, end: int, what: str) -> np.ndarray
     rest = end - pos - sum(sizes)
     if rest < 0:
         raise CorruptError(f"{what}: stream sizes {sizes} add up to more than the {end - pos} bytes left")
-    sizes.append(rest)
-    return pos + np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    bounds = [pos]
+    for s in sizes:
+        bounds.append(bounds[-1] + s)
+    bounds.append(end)
+    return np.array(bounds, np.int64)
 
 
 def _padded_streams(buf: np.ndarray, sb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -330,7 +342,9 @@ def decode_block(data, n: int, what: str, out: np.ndarray | None = None) -> np.n
     pb, sb = _padded_streams(buf, sb)
     bitpos = np.zeros(NSTREAMS, np.int64)
     single = decode_table(lens)
-    mtable, mean = kernels().multi_table(single)
+    mean = 0.0
+    if n >= MULTI_MIN_N:  # building the multi-symbol table pays off only on long blocks
+        mtable, mean = kernels().multi_table(single)
     if mean >= MULTI_MIN:
         status = kernels().decode4_multi(pb, sb, single, mtable, out, segment_bounds(n), bitpos)
     else:
