@@ -83,7 +83,10 @@ class Pipeline:
         data = payload
         if self.bytes_stages:
             # bytes->bytes decoders never produce more than the largest plausible serialized size
-            ctx.max_bytes = max(limits.min_expansion_floor, stored * limits.max_expansion)
+            # ... and never more than a serialized form of the tensor can take: no serializer
+            # writes more than twice the array's bytes plus a small header (codec pages)
+            ctx.max_bytes = min(max(limits.min_expansion_floor, stored * limits.max_expansion),
+                                2 * specs[-1].nbytes + 4096)
             for st in reversed(self.bytes_stages):
                 data = memoryview(st.decode(data, ctx))
         arr = self.serializer.decode(data, specs[-1], ctx)

@@ -29,6 +29,8 @@ from .constants import (
 )
 
 _ZEROS = bytes(ALIGN)
+#: first buffer size of a stream read (see Source.read)
+_STREAM_CHUNK = 1 << 20
 
 
 def crc32(*parts) -> int:
@@ -101,11 +103,16 @@ class Source:
             out = self.buf[self.pos:end]
             self.pos = end
             return out
-        out = bytearray(n)
-        view = memoryview(out)
+        # The buffer grows with the bytes that actually arrive (doubling from
+        # _STREAM_CHUNK), so a declared length never allocates by itself: a
+        # tiny stream that declares a terabyte payload ends as truncated.
+        out = bytearray(min(n, _STREAM_CHUNK))
         got = 0
         while got < n:
-            k = self.stream.readinto(view[got:])
+            if got == len(out):
+                out.extend(bytes(min(n, 2 * len(out)) - len(out)))
+            with memoryview(out) as view:
+                k = self.stream.readinto(view[got:])
             if not k:
                 raise TruncatedError(
                     f"{self.what}: stream ended early: {field} needs {n} bytes at offset {self.pos}, "
@@ -113,7 +120,7 @@ class Source:
                 )
             got += k
         self.pos += n
-        return view
+        return memoryview(out)
 
     def at_eof(self) -> bool:
         """True when no byte follows (a stream is read one byte ahead: call it last)."""

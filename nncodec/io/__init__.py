@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import struct
+import zipfile
+import zlib
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import CorruptError, UsageError
 from ..format.constants import DEFAULT_LIMITS, Limits
 
 FORMATS = ("safetensors", "torch", "torch-legacy", "npz", "nnc")
@@ -66,10 +69,11 @@ def detect_format(path) -> str:
     if head.startswith(FILE_MAGIC):
         return "nnc"
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
-        import zipfile
-
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except ZIP_ERRORS as e:
+            raise CorruptError(f"{path}: a damaged zip archive ({type(e).__name__}: {str(e)[:200]}); truncated or not a checkpoint") from None
         if any(n.endswith("data.pkl") for n in names):
             return "torch"
         return "npz"
@@ -83,6 +87,20 @@ def detect_format(path) -> str:
         f"{path}: unrecognised checkpoint format (first bytes {head[:8]!r}); "
         f"nncodec reads safetensors, PyTorch .pt/.pth/.bin (zip or legacy), .npz and .nnc"
     )
+
+
+#: what the zipfile module raises on a damaged or hostile archive
+ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError, UnicodeError,
+              IndexError, KeyError, OverflowError, struct.error, zlib.error)  # fmt: skip
+
+
+def check_bool(arr: np.ndarray, what: str) -> np.ndarray:
+    """Refuse a bool array holding bytes other than 0 and 1 (no .nnc file could store it)."""
+    if arr.dtype == np.bool_ and arr.size:
+        top = int(arr.view(np.uint8).max())
+        if top > 1:
+            raise CorruptError(f"{what}: a bool element holds the byte {top}, not 0 or 1; the file is damaged")
+    return arr
 
 
 def read_checkpoint(path, *, format: str | None = None, limits: Limits = DEFAULT_LIMITS) -> Checkpoint:

@@ -18,7 +18,7 @@ import numpy as np
 from .. import dtypes
 from ..errors import CorruptError, LimitError, TruncatedError, UnsupportedError
 from ..format.constants import DEFAULT_LIMITS, Limits
-from . import Checkpoint
+from . import Checkpoint, check_bool
 
 _TO_NAME = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
@@ -104,7 +104,7 @@ def read(path, *, limits: Limits = DEFAULT_LIMITS) -> Checkpoint:
             arr = np.zeros(shape, dtype=dtypes.to_numpy(dt))
         else:
             arr = np.frombuffer(mm, dtype=dtypes.to_numpy(dt), count=count, offset=base + b).reshape(shape)
-        tensors[name] = arr
+        tensors[name] = check_bool(arr, f"{path}: tensor {name!r}")
     return Checkpoint(tensors=tensors, metadata=dict(md), format="safetensors")
 
 

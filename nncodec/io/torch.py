@@ -88,7 +88,7 @@ from ..errors import (
     UsageError,
 )
 from ..format.constants import DEFAULT_LIMITS, Limits
-from . import SOURCE_FORMAT_KEY, Checkpoint
+from . import SOURCE_FORMAT_KEY, Checkpoint, check_bool
 from . import _pickle as P
 
 #: metadata key holding the structure of the pickled object (see module docstring)
@@ -553,7 +553,7 @@ def _build(path, obj, pickle_len, source, big: bool, limits: Limits, fmt: str) -
         if target != name:
             aliases[name] = target
             continue
-        tensors[name] = _materialize(path, name, spec, source, cache, uses, big)
+        tensors[name] = check_bool(_materialize(path, name, spec, source, cache, uses, big), f"{path}: tensor {name!r}")
 
     structure = {"v": STRUCTURE_VERSION, "root": root_node}
     try:
