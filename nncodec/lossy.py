@@ -37,8 +37,8 @@ MIN_LOSSY_ELEMENTS = 1024
 LOSSY_DTYPES = ("float64", "float32", "float16", "bfloat16")
 PRESETS = {
     #  preset: default bits when no rate is given, entropy coders tried
-    "fast": {"bits": 6.0, "coders": ("ans",)},
-    "balanced": {"bits": 4.0, "coders": ("ans", "zerorun")},
+    "fast": {"bits": 6.0, "coders": ("huffman",)},
+    "balanced": {"bits": 4.0, "coders": ("ans", "zerorun", "huffman")},
     "small": {"bits": 3.0, "coders": ("ans", "zerorun")},
 }
 SAMPLE = 1 << 16  # elements per tensor used to measure its rate-distortion curve

@@ -88,6 +88,10 @@ def cases():
                       "zero_d": Pipeline([c("ans")()])})
     out["zerorun_v1"] = ({"sparse": sparse, "allzero": np.zeros((40,), np.int32)},
                          {"sparse": Pipeline([c("zerorun")()]), "allzero": Pipeline([c("zerorun")()])})
+    out["huffman_v1"] = ({"levels": lev, "escapes": (lev * 97).astype(np.int32), "u16": rng.integers(0, 600, 300).astype(np.uint16),
+                          "scalar": w},
+                         {"levels": Pipeline([c("huffman")()]), "escapes": Pipeline([c("huffman")()]),
+                          "u16": Pipeline([c("huffman")()]), "scalar": Pipeline([c("scalar")(0.01), c("huffman")()])})
     conv = _weights((8, 4, 3, 3), 15)
     out["dct_v1"] = ({"mat": _weights((20, 30), 16), "conv": conv},
                      {"mat": Pipeline([c("dct")((8, 8), "zigzag"), c("scalar")(0.01), c("ans")()]),

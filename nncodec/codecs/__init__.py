@@ -28,6 +28,7 @@ _BUILTIN = {
     "zstd": "nncodec.codecs.zstd:Zstd",
     "ans": "nncodec.codecs.ans:Ans",
     "zerorun": "nncodec.codecs.ans:ZeroRun",
+    "huffman": "nncodec.codecs.symbols:HuffmanLevels",
     "scalar": "nncodec.codecs.quantize:Scalar",
     "lattice": "nncodec.codecs.quantize:Lattice",
     "kmeans": "nncodec.codecs.quantize:KMeans",
