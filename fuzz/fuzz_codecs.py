@@ -58,11 +58,12 @@ def _cases() -> list:
     for cls, cid in (("Ans", "ans"), ("ZeroRun", "zerorun")):
         for prec, states in ((14, 8), (10, 1), (16, 32)):
             add(f"{cid}[{prec},{states}]", [_codec("ans", cls, {"precision": prec, "states": states})], INTS)
+    add("huffman", [_codec("symbols", "HuffmanLevels", {})], INTS)
     ans = _codec("ans", "Ans", {"precision": 14, "states": 8})
     zr = _codec("ans", "ZeroRun", {"precision": 12, "states": 4})
     q = "quantize"
     float_dts = ("float32", "float16", "bfloat16", "float64")
-    for levels_label, ser in (("raw", raw), ("ans", ans), ("zerorun", zr), ("planes", _codec("planes", "Planes", {"transform": "zigzag", "level": 3}))):
+    for levels_label, ser in (("raw", raw), ("ans", ans), ("zerorun", zr), ("huffman", _codec("symbols", "HuffmanLevels", {})), ("planes", _codec("planes", "Planes", {"transform": "zigzag", "level": 3}))):
         add(f"scalar|{levels_label}", [_codec(q, "Scalar", {"step": 0.01}), ser], float_dts)
         add(f"scalar~dither|{levels_label}", [_codec(q, "Scalar", {"step": 1e30, "dither": True, "seed": 7, "stream": 3}), ser], float_dts)
         add(f"lattice[D4]|{levels_label}", [_codec(q, "Lattice", {"lattice": "D4", "step": 0.5}), ser], float_dts)
