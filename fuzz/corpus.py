@@ -95,7 +95,7 @@ def _codec_seeds() -> list:
                 payload = pipe.encode(arr, Context(name=label))
             except nncodec.NNCodecError:
                 continue
-            out.append(bytes([ci, si]) + bytes(payload))
+            out.append(bytes([ci & 255, (ci >> 8) << 4 | si]) + bytes(payload))
     return out
 
 

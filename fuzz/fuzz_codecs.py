@@ -59,6 +59,11 @@ def _cases() -> list:
         for prec, states in ((14, 8), (10, 1), (16, 32)):
             add(f"{cid}[{prec},{states}]", [_codec("ans", cls, {"precision": prec, "states": states})], INTS)
     add("huffman", [_codec("symbols", "HuffmanLevels", {})], INTS)
+    for states in (1, 4, 8):
+        add(f"cabac[{states}]", [_codec("cabac", "Cabac", {"states": states, "gt": 16, "rate_fast": 5, "rate_slow": 8})], ("int32", "int8", "int64"))
+    add("tcq|cabac", [_codec("tcq", "Tcq", {"step": 0.01, "states": 8, "lambda": 0.3}),
+                      _codec("cabac", "Cabac", {"states": 8, "gt": 16, "rate_fast": 5, "rate_slow": 8})],
+        ("float32", "bfloat16", "float16", "float64"))
     ans = _codec("ans", "Ans", {"precision": 14, "states": 8})
     zr = _codec("ans", "ZeroRun", {"precision": 12, "states": 4})
     q = "quantize"
@@ -87,8 +92,9 @@ def decode_case(data: bytes):
     """(case label, spec, result or the accepted exception) for one input."""
     if len(data) < 2:
         return None
-    label, pipe, dt = CASES[data[0] % len(CASES)]
-    spec = ArraySpec(dt, SHAPES[data[1] % len(SHAPES)])
+    # byte 0 and the high nibble of byte 1: the case; the low nibble of byte 1: the shape
+    label, pipe, dt = CASES[(data[0] | (data[1] >> 4) << 8) % len(CASES)]
+    spec = ArraySpec(dt, SHAPES[(data[1] & 15) % len(SHAPES)])
     payload = memoryview(data[2:])
     arr = pipe.decode(payload, spec, Context(name=label))
     check_array(arr, spec.dtype, spec.shape, what=f"case {label} {spec}")

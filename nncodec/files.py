@@ -69,34 +69,58 @@ def encode_file(src, dst, *, format: str | None = None, metadata: dict | None = 
 
 def write_tensors(w: Writer, tensors: dict, aliases: dict, opts=None, progress=None) -> None:
     """Add ``tensors`` (lossless, or lossy per ``opts``) and ``aliases`` to a Writer."""
-    from .codecs import Context
     from .pipeline import Pipeline
 
-    steps = {}
+    coded = {}
     if opts is not None:
-        from .lossy import allocate, is_lossy
-
-        chosen = {n: a for n, a in tensors.items() if is_lossy(n, a, opts)}
-        fixed = {n: v for n, v in opts.overrides.items() if isinstance(v, (int, float)) and n in chosen}
-        steps = allocate({n: a for n, a in chosen.items() if n not in fixed and
-                          not isinstance(opts.overrides.get(n), Pipeline)}, opts)
-        steps.update({n: float(v) for n, v in fixed.items()})
+        coded = _encode_lossy_tensors(tensors, opts, w._limits)
     total = sum(a.nbytes for a in tensors.values())
     for name, arr in _progress_iter(tensors.items(), progress, total):
         explicit = opts.overrides.get(name) if opts is not None else None
         if isinstance(explicit, Pipeline):
             w.add(name, arr, pipeline=explicit)
-        elif name in steps:
+        elif name in coded:
             from . import dtypes
-            from .lossy import encode_lossy
 
-            pipe, payload = encode_lossy(name, arr, steps[name], opts, Context(name=name, limits=w._limits))
+            pipe, payload = coded[name]
             a, dt = dtypes.as_stored(arr)
             w.add_encoded(name, dt, a.shape, pipe, payload)
         else:
             w.add(name, arr)
     for a, t in aliases.items():
         w.add_alias(a, t)
+
+
+def _encode_lossy_tensors(tensors: dict, opts, limits) -> dict:
+    """name -> (pipeline, payload) for the lossy tensors, the rate allocated across them.
+
+    With a ``bits`` target the payloads are measured after coding; if they overshoot by
+    more than 1% (the rate model is an estimate), the budget is scaled down once and the
+    tensors coded again.
+    """
+    import dataclasses
+
+    from .codecs import Context
+    from .lossy import allocate, encode_lossy, is_lossy
+    from .pipeline import Pipeline
+
+    chosen = {n: a for n, a in tensors.items() if is_lossy(n, a, opts)}
+    fixed = {n: float(v) for n, v in opts.overrides.items() if isinstance(v, (int, float)) and n in chosen}
+    free = {n: a for n, a in chosen.items() if n not in fixed and not isinstance(opts.overrides.get(n), Pipeline)}
+
+    def code(o):
+        steps = allocate(free, o)
+        steps.update(fixed)
+        return {n: encode_lossy(n, tensors[n], st, o, Context(name=n, limits=limits)) for n, st in steps.items()}
+
+    coded = code(opts)
+    if opts.bits is not None and free:
+        n_weights = sum(tensors[n].size for n in coded)
+        bits = 8 * sum(len(p) for _, p in coded.values())
+        target = opts.bits * n_weights
+        if bits > 1.01 * target:
+            coded = code(dataclasses.replace(opts, bits=opts.bits * target / bits))
+    return coded
 
 
 def output_format(dst, recorded: str | None, format: str | None) -> str:

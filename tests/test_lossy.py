@@ -180,3 +180,17 @@ def test_digits_model_keeps_accuracy_at_3_bits(tmp_path):
     assert bpw <= 3.05
     acc = digits_model.evaluate(load_tensors(out))
     assert acc >= ref - 0.005, (acc, ref)
+
+
+def test_small_preset_uses_trellis_and_beats_balanced(model, tmp_path):
+    src, _ = model
+    snr = {}
+    for preset in ("balanced", "small"):
+        out, infos = _encode(src, tmp_path, bits=3, preset=preset)
+        lossy = [i for i in infos.values() if i.pipeline.array_stages]
+        got = 8 * sum(i.stored_bytes for i in lossy) / sum(i.size for i in lossy)
+        assert 2.85 <= got <= 3.03, (preset, got)
+        snr[preset] = compare(src, out)[1].snr_db
+        if preset == "small":
+            assert {i.pipeline.describe() for i in lossy} == {"tcq|cabac"}
+    assert snr["small"] > snr["balanced"] + 0.5, snr

@@ -92,6 +92,13 @@ def cases():
                           "scalar": w},
                          {"levels": Pipeline([c("huffman")()]), "escapes": Pipeline([c("huffman")()]),
                           "u16": Pipeline([c("huffman")()]), "scalar": Pipeline([c("scalar")(0.01), c("huffman")()])})
+    out["tcq_cabac_v1"] = ({"w8": w, "w4": _weights((40, 30), 20), "bf16": _weights((16, 24), 21, "bfloat16"),
+                            "levels": lev, "conv": _weights((8, 4, 3, 3), 22)},
+                           {"w8": Pipeline([c("tcq")(0.005, states=8), c("cabac")(8)]),
+                            "w4": Pipeline([c("tcq")(0.01, states=4), c("cabac")(4)]),
+                            "bf16": Pipeline([c("tcq")(0.02), c("raw")()]),
+                            "levels": Pipeline([c("cabac")(1)]),
+                            "conv": Pipeline([c("scalar")(0.01), c("cabac")(1, gt=4)])})
     conv = _weights((8, 4, 3, 3), 15)
     out["dct_v1"] = ({"mat": _weights((20, 30), 16), "conv": conv},
                      {"mat": Pipeline([c("dct")((8, 8), "zigzag"), c("scalar")(0.01), c("ans")()]),

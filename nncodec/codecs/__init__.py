@@ -29,6 +29,8 @@ _BUILTIN = {
     "ans": "nncodec.codecs.ans:Ans",
     "zerorun": "nncodec.codecs.ans:ZeroRun",
     "huffman": "nncodec.codecs.symbols:HuffmanLevels",
+    "tcq": "nncodec.codecs.tcq:Tcq",
+    "cabac": "nncodec.codecs.cabac:Cabac",
     "scalar": "nncodec.codecs.quantize:Scalar",
     "lattice": "nncodec.codecs.quantize:Lattice",
     "kmeans": "nncodec.codecs.quantize:KMeans",
