@@ -113,6 +113,36 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("input", help=".nnc file")
     i.add_argument("--json", action="store_true", help="print JSON for scripts")
 
+    df = sub.add_parser("diff", help="write the update from BASE to NEW (a fine-tune delta)",
+                        description="Write the difference between checkpoint NEW and checkpoint BASE as a .nnc "
+                        "update that records BASE's hash (spec/UPDATES.md). Lossless (exact XOR deltas) unless a "
+                        "quantizer or sparsification option is given.")
+    df.add_argument("base", help="the checkpoint both sides hold")
+    df.add_argument("new", help="the fine-tuned checkpoint")
+    df.add_argument("output", help=".nnc update to write (atomically)")
+    df.add_argument("--quantizer", choices=["scalar", "stochastic", "3lc"], help="lossy delta coding")
+    st = df.add_mutually_exclusive_group()
+    st.add_argument("--step", type=float, help="quantization step")
+    st.add_argument("--rel-step", type=float, help="step relative to each delta's RMS")
+    df.add_argument("--no-dither", action="store_true", help="scalar without subtractive dither")
+    df.add_argument("--seed", type=int, default=0, help="dither seed (default 0)")
+    sp = df.add_mutually_exclusive_group()
+    sp.add_argument("--topk", type=float, metavar="FRACTION", help="keep the largest FRACTION of each delta")
+    sp.add_argument("--threshold", type=float, help="keep deltas with |d| >= THRESHOLD")
+    df.add_argument("--sparsity", type=float, default=1.0, help="3LC sparsity multiplier s >= 1 (default 1)")
+    df.add_argument("--min-elements", type=int, default=0, help="code smaller tensors losslessly")
+    df.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="add user metadata (repeatable)")
+    df.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+
+    pt = sub.add_parser("patch", help="apply an update to BASE and write the result",
+                        description="Apply a .nnc update written by `nncodec diff` to BASE and write the result; "
+                        "refuses a BASE other than the one the update was made against.")
+    pt.add_argument("base", help="the checkpoint the update was made against")
+    pt.add_argument("update", help=".nnc update")
+    pt.add_argument("output", help="checkpoint to write (atomically)")
+    pt.add_argument("--format", choices=["safetensors", "torch", "torch-legacy", "npz"], help="output format")
+    pt.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+
     c = sub.add_parser("compare", help="compare two checkpoints tensor by tensor",
                        description="Compare two checkpoints (any supported format, .nnc included) tensor by tensor: "
                        "SNR in dB (10·log10 Σw²/Σ(w−ŵ)²), max absolute error and relative error ‖w−ŵ‖/‖w‖.")
@@ -241,6 +271,40 @@ def cmd_info(a) -> int:
     return 0
 
 
+def cmd_diff(a) -> int:
+    from .federated.files import diff_files
+
+    opts = {}
+    for k in ("quantizer", "step", "rel_step", "topk", "threshold"):
+        if getattr(a, k) is not None:
+            opts[k] = getattr(a, k)
+    if a.no_dither:
+        opts["dither"] = False
+    if a.seed:
+        opts["seed"] = a.seed
+    if a.sparsity != 1.0:
+        opts["sparsity"] = a.sparsity
+    if a.min_elements:
+        opts["min_elements"] = a.min_elements
+    t0 = time.perf_counter()
+    diff_files(a.base, a.new, a.output, metadata=_parse_metadata(a.metadata), **opts)
+    if not a.quiet:
+        print(f"{a.new} - {a.base} -> {a.output}: {_human(os.path.getsize(a.output))} "
+              f"({100 * os.path.getsize(a.output) / max(os.path.getsize(a.new), 1):.1f}% of {a.new}), "
+              f"{time.perf_counter() - t0:.2f} s")
+    return 0
+
+
+def cmd_patch(a) -> int:
+    from .federated.files import patch_files
+
+    t0 = time.perf_counter()
+    fmt = patch_files(a.base, a.update, a.output, format=a.format)
+    if not a.quiet:
+        print(f"{a.base} + {a.update} -> {a.output} ({fmt}), {time.perf_counter() - t0:.2f} s")
+    return 0
+
+
 def cmd_compare(a) -> int:
     import json
     import math
@@ -292,7 +356,8 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     from .errors import NNCodecError, UsageError
 
-    cmd = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "compare": cmd_compare}[a.command]
+    cmd = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "compare": cmd_compare,
+           "diff": cmd_diff, "patch": cmd_patch}[a.command]
     try:
         return cmd(a)
     except KeyboardInterrupt:

@@ -110,3 +110,27 @@ def test_help_is_fast_and_compiles_nothing():
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"
     assert time.perf_counter() - t0 < 30  # generous: a loaded CI machine; the real check is the module list
+
+
+def test_diff_and_patch(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    base = {"w": (rng.standard_normal((64, 32)) * 0.05).astype(np.float32), "b": sample("float32", (32,)),
+            "n": np.array(3, np.int64)}
+    new = {k: (v + (rng.standard_normal(v.shape) * 0.01).astype(v.dtype)) if v.dtype == np.float32 else v + 1
+           for k, v in base.items()}
+    for name, t in (("base", base), ("new", new), ("other", {**new, "w": new["w"] * 2})):
+        write_checkpoint(tmp_path / f"{name}.npz", Checkpoint(tensors=t), "npz")
+    upd, out = tmp_path / "u.nnc", tmp_path / "out.npz"
+    assert main(["diff", "-q", str(tmp_path / "base.npz"), str(tmp_path / "new.npz"), str(upd)]) == 0
+    assert main(["patch", "-q", str(tmp_path / "base.npz"), str(upd), str(out)]) == 0
+    got = read_checkpoint(out).tensors
+    for k, v in new.items():
+        assert_same(got[k], v)  # lossless by default: bit-exact
+    lossy = tmp_path / "l.nnc"
+    assert main(["diff", "-q", str(tmp_path / "base.npz"), str(tmp_path / "new.npz"), str(lossy),
+                 "--quantizer", "scalar", "--rel-step", "1"]) == 0
+    assert lossy.stat().st_size < upd.stat().st_size
+    capsys.readouterr()
+    assert main(["patch", str(tmp_path / "other.npz"), str(lossy), str(tmp_path / "x.npz")]) == 1
+    assert "base" in capsys.readouterr().err
+    assert not (tmp_path / "x.npz").exists()

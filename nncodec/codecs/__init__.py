@@ -31,6 +31,7 @@ _BUILTIN = {
     "huffman": "nncodec.codecs.symbols:HuffmanLevels",
     "tcq": "nncodec.codecs.tcq:Tcq",
     "cabac": "nncodec.codecs.cabac:Cabac",
+    "3lc": "nncodec.codecs.threelc:ThreeLC",
     "scalar": "nncodec.codecs.quantize:Scalar",
     "lattice": "nncodec.codecs.quantize:Lattice",
     "kmeans": "nncodec.codecs.quantize:KMeans",

@@ -1,0 +1,100 @@
+"""Fine-tune deltas on disk: ``nncodec diff BASE NEW OUT`` and ``nncodec patch BASE UPDATE OUT``.
+
+``diff_files`` writes the update from one checkpoint to another (any format
+nncodec reads, .nnc included); ``patch_files`` applies it to the base and
+writes the new checkpoint. Lossless by default: the deltas are XORs of the bit
+patterns, so the patched checkpoint holds the new tensors bit for bit
+(spec/UPDATES.md §3). Outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .. import io as nio
+from .._atomic import atomic_path
+from ..api import iter_decode
+from ..errors import UsageError
+from ..files import output_format
+from ..format.constants import DEFAULT_LIMITS, Limits
+from .update import KEY_BASE, UpdateOptions, base_sha256, read_update, write_update
+
+__all__ = ["diff_files", "patch_files", "read_any"]
+
+
+def read_any(path, *, limits: Limits = DEFAULT_LIMITS) -> nio.Checkpoint:
+    """A checkpoint from any format nncodec reads, a .nnc file included."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UsageError(f"{path}: no such file")
+    fmt = nio.detect_format(path)
+    if fmt != "nnc":
+        return nio.read_checkpoint(path, format=fmt, limits=limits)
+    stream = iter_decode(path, limits=limits)
+    tensors, aliases, ids = {}, {}, {}
+    for name, arr in stream:
+        if id(arr) in ids:
+            aliases[name] = ids[id(arr)]
+        else:
+            ids[id(arr)] = name
+            tensors[name] = arr
+    md = dict(stream.metadata)
+    if KEY_BASE in md:
+        raise UsageError(f"{path}: is an nncodec update, not a checkpoint; patch a base with it first")
+    return nio.Checkpoint(tensors=tensors, aliases=aliases, metadata=md,
+                          format=md.get(nio.SOURCE_FORMAT_KEY, "nnc"))
+
+
+def _model(ck: nio.Checkpoint) -> dict:
+    return {n: ck.get(n) for n in ck.names()}
+
+
+def diff_files(base, new, out, *, metadata: dict | None = None, limits: Limits = DEFAULT_LIMITS,
+               opts: UpdateOptions | None = None, **kw) -> list:
+    """Write the update from checkpoint ``base`` to checkpoint ``new`` to the file ``out``.
+
+    Lossless unless options say otherwise (see :class:`~nncodec.federated.UpdateOptions`:
+    ``quantizer``, ``step``/``rel_step``, ``topk``, ``threshold``, ``sparsity``, ``seed``).
+    ``new``'s metadata and source format travel in the update, so
+    :func:`patch_files` writes the same kind of checkpoint. Returns the records' infos.
+    """
+    base, new, out = os.fspath(base), os.fspath(new), os.fspath(out)
+    bck = read_any(base, limits=limits)
+    nck = read_any(new, limits=limits)
+    md = {k: v for k, v in nck.metadata.items() if not k.startswith("nncodec.update.")}
+    if nck.format != "nnc":
+        md[nio.SOURCE_FORMAT_KEY] = nck.format
+    if metadata:
+        md.update(metadata)
+    model = dict(nck.tensors)
+    for a, t in nck.aliases.items():
+        model[a] = nck.tensors[t]
+    with atomic_path(out, inputs=[base, new]) as tmp, open(tmp, "wb") as f:
+        return write_update(f, model, _model(bck), opts=opts, metadata=md, aliases=dict(nck.aliases),
+                            limits=limits, **kw)
+
+
+def patch_files(base, update, out, *, format: str | None = None, limits: Limits = DEFAULT_LIMITS) -> str:
+    """Apply the update file ``update`` to checkpoint ``base``; write the result to ``out``.
+
+    The output format is ``format``, else ``out``'s extension, else the format
+    ``diff_files`` recorded. Raises :class:`~nncodec.errors.BaseMismatchError`
+    when ``base`` is not the checkpoint the update was made against.
+    Returns the format written.
+    """
+    base, update, out = os.fspath(base), os.fspath(update), os.fspath(out)
+    if not os.path.isfile(update):
+        raise UsageError(f"{update}: no such file")
+    bck = read_any(base, limits=limits)
+    model = _model(bck)
+    reader = read_update(update, model, limits=limits, base_hash=base_sha256(model), what=update)
+    tensors = {}
+    for name, arr in reader:
+        if name not in reader.aliases:
+            tensors[name] = arr
+    md = {k: v for k, v in reader.metadata.items() if not k.startswith("nncodec.update.")}
+    fmt = output_format(out, md.get(nio.SOURCE_FORMAT_KEY), format)
+    ck = nio.Checkpoint(tensors=tensors, aliases=dict(reader.aliases), metadata=md, format=fmt)
+    with atomic_path(out, inputs=[base, update]) as tmp:
+        nio.write_checkpoint(tmp, ck, fmt)
+    return fmt
