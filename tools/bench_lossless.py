@@ -191,6 +191,7 @@ def run_nncodec(array_dir: str, runs: int, pin_cpu: int | None) -> dict:
         "layout": "per-tensor",
         "original_bytes": warm["original_bytes"],
         "compressed_bytes": warm["compressed_bytes"],
+        "payload_bytes": warm["payload_bytes"],
         "encode_s": warm["encode_s"],
         "decode_s": warm["decode_s"],
         "encode_cpu_s": warm["encode_cpu_s"],
