@@ -69,9 +69,16 @@ import io
 import math
 
 import numpy as np
-import torch
-from torch import nn
-from torch.nn.utils import parametrize
+
+try:
+    import torch
+    from torch import nn
+    from torch.nn.utils import parametrize
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "nncodec.torch needs PyTorch: pip install torch==2.13.0 (the CPU build), "
+        "or install nncodec with its [torch] extra"
+    ) from e
 
 from . import dtypes
 from .errors import UsageError

@@ -35,7 +35,7 @@ from .update import ErrorFeedback, UpdateOptions, base_sha256, decode_update, en
 try:
     from flwr.app import Array, ArrayRecord, Message, MessageType
 except ImportError as e:  # pragma: no cover - flwr is optional
-    raise ImportError("nncodec.federated.flower needs Flower: pip install flwr") from e
+    raise ImportError("nncodec.federated.flower needs Flower: pip install flwr==1.41.0 (or the [flower] extra)") from e
 
 __all__ = ["NNCodecMod", "NNCodecStrategy", "NNCodecMessageStrategy", "STYPE_UPDATE", "STYPE_MODEL",
            "CONFIG_SEED", "CONFIG_ROUND", "record_to_model", "model_to_record", "payload_bytes"]
