@@ -45,7 +45,7 @@ FINDINGS = [
     ("checkpoints", "npz member with an empty name raised IndexError (in the first version of the npz fix)", "nncodec/io/npz.py: directory test without ZipInfo.is_dir", "checkpoints-npz-empty-member-name.bin", "fixed"),
     ("checkpoints", "a bool tensor holding byte 2 was returned (and would encode to a file no decoder accepts)", "nncodec/io/__init__.py `check_bool`, called by the safetensors, torch and npz readers", "checkpoints-bool-byte-2.bin", "fixed"),
     ("container", "stream reader allocated a record's declared payload length before reading it (MemoryError on a 240-byte input)", "nncodec/format/container.py `Source.read`: the buffer grows with the bytes that arrive", "container-stream-huge-payload.bin", "fixed"),
-    ("container", "a 2 KB zstd stage inflates to 64 MiB for a 64-byte tensor before the raw stage refuses it", "nncodec/pipeline.py (pending): cap ctx.max_bytes by what the serializer can take", "container-zstd-bomb.bin", "open"),
+    ("container", "a 2 KB zstd stage inflates to 64 MiB for a 64-byte tensor before the raw stage refuses it", "nncodec/pipeline.py: cap ctx.max_bytes by what the serializer can take (twice its input bytes plus 4 KiB)", "container-zstd-bomb.bin", "fixed"),
     ("npz (hostile test)", "a tiny npz member declaring a huge .npy shape was allocated by numpy before reading failed", "nncodec/io/npz.py `_parse_npy`: the header's shape must account for exactly the member's bytes", "tests/test_hostile.py::test_npz_huge_declared_shapes_and_bad_headers", "fixed"),
 ]
 
@@ -116,7 +116,7 @@ def write_doc(path: str, results: list, args) -> None:
         "|---|---|---|",
         "| `container` | raw bytes to `decode_bytes`, `iter_decode(salvage=True)` and `nncodec.open` on a temporary file | salvage never raises; a file the stream reader accepts decodes bit-identically through the lazy reader |",
         "| `container_crc` | the same, after `fuzz/nncfix.py` recomputes every CRC-32, so mutations reach the JSON, index and codec parsers | as above |",
-        "| `codecs` | a fuzzed payload to `Pipeline.decode` for one of ~200 (pipeline, dtype) cases and one of 12 shapes: raw, planes (Huffman, context, zstd planes), zstd, ans, zerorun, scalar, lattice, kmeans, prune -- whichever exist | output dtype and shape exactly as declared |",
+        "| `codecs` | a fuzzed payload to `Pipeline.decode` for one of ~270 (pipeline, dtype) cases and one of 12 shapes: raw, planes (Huffman, context, zstd planes), zstd, ans, zerorun, huffman, cabac, scalar, lattice, kmeans, prune, tcq, dct, lowrank, bloomier | output dtype and shape exactly as declared |",
         "| `checkpoints` | a file to `read_checkpoint` as safetensors, torch zip, torch legacy (pickle), npz, or by detection | tensors of stored dtypes, bools 0/1, aliases name tensors, str metadata |",
         "",
         "Seed corpora (`fuzz/corpus.py`) come from real files: nncodec files of every dtype and",
