@@ -256,10 +256,8 @@ class Writer:
         self._closed = True
         if self._owned is not None:
             self._owned.close()
-            try:
-                raise _Abort
-            except _Abort as e:
-                self._atomic.__exit__(type(e), e, None)
+            # leaving the atomic context with an error removes the temporary file
+            self._atomic.__exit__(UsageError, UsageError("write aborted"), None)
 
     def __enter__(self):
         return self
@@ -269,10 +267,6 @@ class Writer:
             self.close()
         else:
             self.abort()
-
-
-class _Abort(Exception):
-    pass
 
 
 # ----------------------------------------------------------------- reading
