@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -100,16 +99,14 @@ def test_salvage_truncated(ckpt, tmp_path):
     assert list(ck.tensors) == ["conv.weight", "conv.bias"]
 
 
-def test_help_is_fast_and_compiles_nothing():
-    t0 = time.perf_counter()
+def test_help_imports_nothing_heavy():
     r = subprocess.run([sys.executable, "-c",
                         "import sys; from nncodec.cli import main\n"
                         "try:\n    main(['--help'])\nexcept SystemExit: pass\n"
                         "print(sorted(m for m in ('numba', 'numpy', 'torch', 'zstandard') if m in sys.modules))"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip().splitlines()[-1] == "[]"
-    assert time.perf_counter() - t0 < 30  # generous: a loaded CI machine; the real check is the module list
+    assert r.stdout.strip().splitlines()[-1] == "[]"  # --help loads no numpy, numba, torch or zstandard
 
 
 def test_diff_and_patch(tmp_path, capsys):
