@@ -1,7 +1,6 @@
-"""The nncodec command line: exit codes, one-line errors, atomic outputs, fast --help."""
+"""The nncodec command line: exit codes, one-line errors, atomic outputs, a light --help."""
 
 import json
-import os
 import subprocess
 import sys
 
