@@ -186,7 +186,6 @@ def allocate(tensors: dict, opts: LossyOptions) -> dict:
         wt = 1.0 / power if opts.objective == "relative" and power > 0 else 1.0
         curves[n] = (steps, R, D, w.size, wt)
     total_n = sum(c[3] for c in curves.values())
-    signal = sum(float(np.sum(np.asarray(w, dtype=np.float64) ** 2)) for w in tensors.values())
 
     def pick(lam: float):
         choice, rate, dist = {}, 0.0, 0.0
@@ -203,6 +202,7 @@ def allocate(tensors: dict, opts: LossyOptions) -> dict:
         budget = opts.bits * total_n
         ok = lambda rate, dist: rate <= budget
     else:
+        signal = sum(float(np.sum(np.square(np.asarray(w, dtype=np.float64)))) for w in tensors.values())
         budget = signal / 10 ** (opts.snr / 10.0)
         ok = lambda rate, dist: dist <= budget
     best = None

@@ -80,14 +80,8 @@ def empirical_entropy_bits(levels) -> float:
     return max(0.0, float(-np.dot(p, np.log2(p))))
 
 
-def put_varint(v: int) -> bytes:
-    """Unsigned LEB128: 7 bits per byte, least significant group first."""
-    out = bytearray()
-    while v > 0x7F:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
+# the writer is shared with the Huffman coder; readers differ (their byte limits are spec'd per codec)
+from .huffman import put_varint  # noqa: E402
 
 
 def get_varint(buf, pos: int, end: int, what: str, field: str) -> tuple[int, int]:
