@@ -17,6 +17,7 @@ __all__ = [
     "UnsafePickleError",
     "UsageError",
     "BaseMismatchError",
+    "describe",
 ]
 
 
@@ -54,3 +55,33 @@ class UsageError(NNCodecError, ValueError):
 
 class BaseMismatchError(NNCodecError):
     """An update was decoded against a base other than the one it was encoded against."""
+
+
+def describe(value, limit: int = 60) -> str:
+    """A bounded, structure-free summary of ``value`` for an error message.
+
+    Never calls ``repr``, ``str`` or ``hash`` on a container or an object a
+    file built (an attacker-built graph can make those take unbounded time and
+    memory): strings and bytes show a capped prefix and their length, integers
+    their digits only when short, containers their type and length.
+    """
+    t = type(value)
+    if value is None or t is bool:
+        return repr(value)
+    if t is int:
+        if -(10**18) < value < 10**18:
+            return repr(value)
+        return f"an integer of {value.bit_length()} bits"
+    if t is float:
+        return repr(value)
+    if t is str or t is bytes or t is bytearray:
+        n = len(value)
+        if n <= limit:
+            return repr(value if t is not bytearray else bytes(value))
+        head = value[:limit] if t is not bytearray else bytes(value[:limit])
+        unit = "characters" if t is str else "bytes"
+        return f"{head!r}... ({n} {unit})"
+    name = getattr(t, "__name__", "object")
+    if isinstance(value, (list, tuple, dict, set, frozenset)):
+        return f"a {name} of {len(value)} items"
+    return f"a value of type {name}"
