@@ -520,17 +520,18 @@ class RestrictedUnpickler(pickle._Unpickler):
     * opcodes: at most ``OPS_BASE + OPS_PER_INPUT_BYTE * input_size`` when the
       size of the file the pickle came from is known (a deflated pickle can
       be 1000 times its compressed size);
-    * sharing: every container records its *expanded size* (the size of the
-      tree its repr, hash or a walk over it would visit, shared references
-      counted each time) and its depth as it is built; an expanded size over
-      ``WEIGHT_BASE + WEIGHT_PER_PICKLE_BYTE * bytes read`` is refused, so a
-      graph of shared references (a DAG whose expansion is exponential)
-      cannot be built from a few bytes. A container fetched from the memo or
-      duplicated is sealed: changing it afterwards is refused, and with it
-      every cycle (a state dict has none);
+    * sharing: shared references and cycles are kept (torch.load keeps them
+      too, and real checkpoints share a tuple or a dict), but the finished
+      object's *expanded size* -- the nodes its repr, hash or a naive walk
+      would visit, a shared container counted each time it is reached, a
+      cycle once -- must stay under ``WEIGHT_BASE + WEIGHT_PER_PICKLE_BYTE *
+      bytes read`` (:func:`expanded_size`, which stops as soon as it passes
+      the bound), so a graph whose expansion is exponential is refused when
+      the pickle ends, before anything formats or walks it;
     * nesting deeper than ``MAX_DEPTH``, containers over ``MAX_ITEMS`` items,
       more containers than ``OBJECTS_BASE + OBJECTS_PER_PICKLE_BYTE * bytes
-      read``, integers over 2**64 (checked on the digits, before conversion)
+      read``, integers over 2**128 (checked on the digits, before conversion),
+      strings that are not valid UTF-8 (lone surrogates)
       and dict keys or set members other than flat ones (:func:`check_key`)
       are refused;
     * REDUCE calls only the admitted stand-ins, with a tuple; ``OrderedDict``

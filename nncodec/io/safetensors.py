@@ -8,7 +8,6 @@ tile the data exactly, as the safetensors library requires.
 
 from __future__ import annotations
 
-import json
 import math
 import mmap
 import os
@@ -16,7 +15,8 @@ import os
 import numpy as np
 
 from .. import dtypes
-from ..errors import CorruptError, LimitError, TruncatedError, UnsupportedError
+from ..errors import CorruptError, LimitError, TruncatedError, UnsupportedError, describe
+from ..format import jsonutil
 from ..format.constants import DEFAULT_LIMITS, Limits
 from . import Checkpoint, check_bool
 
@@ -29,13 +29,40 @@ _TO_NAME = {
 _FROM_NAME = {v: k for k, v in _TO_NAME.items()}
 
 
-def _dupes(pairs):
-    d = {}
-    for k, v in pairs:
-        if k in d:
-            raise CorruptError(f"duplicate key {k!r} in the safetensors header")
-        d[k] = v
-    return d
+#: prefix of the metadata keys nncodec records for itself (SOURCE_FORMAT_KEY,
+#: the torch structure, update records ...)
+NNCODEC_PREFIX = "nncodec."
+#: an input file's own keys in nncodec's namespace are kept under this prefix
+#: (escaped on read, unescaped on write): data, never nncodec's records
+ESCAPE_PREFIX = "nncodec.input."
+
+
+def escape_key(key: str) -> str:
+    """A metadata key from an input file, kept apart from nncodec's own records."""
+    return ESCAPE_PREFIX + key if key.startswith(NNCODEC_PREFIX) else key
+
+
+def unescape_key(key: str) -> str | None:
+    """The input file's key for ``key``, or None for nncodec's own records (not written back)."""
+    if key.startswith(ESCAPE_PREFIX):
+        return key[len(ESCAPE_PREFIX):]
+    if key.startswith(NNCODEC_PREFIX):
+        return None
+    return key
+
+
+def _int(v) -> bool:
+    return type(v) is int
+
+
+def _header(path, raw: bytes) -> dict:
+    """Parse and check the JSON header; returns {name: entry} plus "__metadata__"."""
+    # duplicate keys (tensors or metadata) are refused: the safetensors library keeps the last
+    # one, other readers the first, so such a file has two meanings (spec/SECURITY.md)
+    header = jsonutil.parse(raw, f"{path}: safetensors header", max_depth=jsonutil.MAX_DEPTH)
+    if not isinstance(header, dict):
+        raise CorruptError(f"{path}: safetensors header is {describe(header)}, not a JSON object")
+    return header
 
 
 def read(path, *, limits: Limits = DEFAULT_LIMITS) -> Checkpoint:
@@ -49,40 +76,44 @@ def read(path, *, limits: Limits = DEFAULT_LIMITS) -> Checkpoint:
             raise LimitError(f"{path}: safetensors header of {n} bytes exceeds max_header_bytes={limits.max_header_bytes}")
         if 8 + n > size:
             raise TruncatedError(f"{path}: safetensors header declares {n} bytes but the file has {size - 8} (truncated?)")
-        raw = f.read(n)
-        try:
-            header = json.loads(raw.decode("utf-8"), object_pairs_hook=_dupes)
-        except (UnicodeDecodeError, ValueError) as e:
-            raise CorruptError(f"{path}: safetensors header is not valid JSON ({e})") from None
-        if not isinstance(header, dict):
-            raise CorruptError(f"{path}: safetensors header is not a JSON object")
-        md = header.pop("__metadata__", None) or {}
-        if not isinstance(md, dict) or not all(isinstance(v, str) for v in md.values()):
-            raise CorruptError(f"{path}: safetensors __metadata__ must map strings to strings")
+        header = _header(path, f.read(n))
+        md = header.pop("__metadata__", None)  # null is accepted, like the library
+        if md is None:
+            md = {}
+        if type(md) is not dict or not all(type(v) is str for v in md.values()):
+            raise CorruptError(f"{path}: safetensors __metadata__ is {describe(md)}; it must map strings to strings")
         data_len = size - 8 - n
         entries = []
         for name, e in header.items():
-            if not isinstance(e, dict) or set(e) - {"dtype", "shape", "data_offsets"}:
-                raise CorruptError(f"{path}: tensor {name!r}: malformed entry {e!r:.100}")
-            st = e.get("dtype")
+            where = f"{path}: tensor {describe(name)}"
+            # fields other than these three are ignored, as the safetensors library ignores them
+            if type(e) is not dict or not {"dtype", "shape", "data_offsets"} <= set(e):
+                raise CorruptError(f"{where}: entry is {describe(e)}; it needs dtype, shape and data_offsets")
+            st = e["dtype"]
             if st not in _TO_NAME:
-                raise UnsupportedError(f"{path}: tensor {name!r}: safetensors dtype {st!r} is not supported")
-            shape = e.get("shape")
-            offs = e.get("data_offsets")
-            if (not isinstance(shape, list) or len(shape) > limits.max_rank
-                    or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
-                raise CorruptError(f"{path}: tensor {name!r}: bad shape {shape!r:.80}")
-            if (not isinstance(offs, list) or len(offs) != 2
-                    or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)
+                hint = " (complex tensors are not stored by nncodec)" if st in ("C64", "C128") else ""
+                raise UnsupportedError(f"{where}: safetensors dtype {describe(st)} is not supported{hint}")
+            shape = e["shape"]
+            offs = e["data_offsets"]
+            if type(shape) is not list or not all(_int(d) and d >= 0 for d in shape):
+                raise CorruptError(f"{where}: shape {describe(shape)} is not a list of non-negative integers")
+            if len(shape) > limits.max_rank:
+                raise LimitError(f"{where}: {len(shape)} dimensions, over max_rank={limits.max_rank}; "
+                                 f"raise the limit if the file is trusted")
+            if (type(offs) is not list or len(offs) != 2 or not all(_int(o) for o in offs)
                     or not 0 <= offs[0] <= offs[1] <= data_len):
-                raise CorruptError(f"{path}: tensor {name!r}: data_offsets {offs!r:.80} outside the {data_len} data bytes")
+                raise CorruptError(f"{where}: data_offsets {describe(offs)} outside the {data_len} data bytes")
             dt = _TO_NAME[st]
-            count = math.prod(shape)
+            count = 1
+            for d in shape:  # checked as formed: no product of a thousand large dims is computed
+                count *= d
+                if count > limits.max_elements:
+                    break
             if count > limits.max_elements:
-                raise LimitError(f"{path}: tensor {name!r}: {count} elements exceed max_elements={limits.max_elements}")
+                raise LimitError(f"{where}: more than max_elements={limits.max_elements} elements")
             if count * dtypes.itemsize(dt) != offs[1] - offs[0]:
                 raise CorruptError(
-                    f"{path}: tensor {name!r}: {dt}{shape} needs {count * dtypes.itemsize(dt)} bytes, "
+                    f"{where}: {dt}{tuple(shape)} needs {count * dtypes.itemsize(dt)} bytes, "
                     f"data_offsets span {offs[1] - offs[0]}"
                 )
             entries.append((offs[0], offs[1], name, dt, shape))
@@ -90,7 +121,7 @@ def read(path, *, limits: Limits = DEFAULT_LIMITS) -> Checkpoint:
         pos = 0
         for b, e, name, _, _ in sorted(entries, key=lambda t: (t[0], t[1])):
             if b != pos:
-                raise CorruptError(f"{path}: tensor {name!r}: data starts at {b}, expected {pos} (hole or overlap)")
+                raise CorruptError(f"{path}: tensor {describe(name)}: data starts at {b}, expected {pos} (hole or overlap)")
             pos = e
         if pos != data_len:
             raise CorruptError(f"{path}: {data_len - pos} bytes after the last tensor are not described by the header")
@@ -104,14 +135,21 @@ def read(path, *, limits: Limits = DEFAULT_LIMITS) -> Checkpoint:
             arr = np.zeros(shape, dtype=dtypes.to_numpy(dt))
         else:
             arr = np.frombuffer(mm, dtype=dtypes.to_numpy(dt), count=count, offset=base + b).reshape(shape)
-        tensors[name] = check_bool(arr, f"{path}: tensor {name!r}")
-    return Checkpoint(tensors=tensors, metadata=dict(md), format="safetensors")
+        tensors[name] = check_bool(arr, f"{path}: tensor {describe(name)}")
+    # the file's metadata is data: keys in nncodec's namespace are escaped, so an input cannot
+    # pose as nncodec's records (the recorded torch structure, the source format ...)
+    metadata = {escape_key(k): v for k, v in md.items()}
+    return Checkpoint(tensors=tensors, metadata=metadata, format="safetensors")
 
 
 def write(path, ck: Checkpoint, *, format: str = "safetensors") -> None:
     """Write ``ck``; aliases become copies (safetensors has no shared storage)."""
     header = {}
-    user_md = {k: v for k, v in ck.metadata.items() if not k.startswith("nncodec.")}
+    user_md = {}
+    for k, v in ck.metadata.items():
+        key = unescape_key(k)
+        if key is not None:
+            user_md[key] = v
     if user_md:
         header["__metadata__"] = user_md
     arrays = []
@@ -121,7 +159,7 @@ def write(path, ck: Checkpoint, *, format: str = "safetensors") -> None:
         header[name] = {"dtype": _FROM_NAME[dt], "shape": list(arr.shape), "data_offsets": [pos, pos + arr.nbytes]}
         pos += arr.nbytes
         arrays.append(arr)
-    hb = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    hb = jsonutil.dumps(header)  # UsageError for a name or value no UTF-8 file can hold
     hb += b" " * ((-len(hb)) % 8)
     with open(path, "wb") as f:
         f.write(len(hb).to_bytes(8, "little"))
