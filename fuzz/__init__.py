@@ -13,4 +13,4 @@ arrays of the declared dtype and shape or raises a subclass of
 unbounded allocation is a finding.
 """
 
-HARNESSES = ("container", "container_crc", "codecs", "checkpoints")
+HARNESSES = ("container", "container_crc", "codecs", "checkpoints", "pickles", "zips")

@@ -62,7 +62,7 @@ def write_temp(data: bytes, suffix: str) -> str:
 MODULES = (
     "nncodec.api", "nncodec.pipeline", "nncodec.format.container", "nncodec.format.jsonutil",
     "nncodec.codecs", "nncodec.codecs.raw", "nncodec.codecs.zstd", "nncodec.codecs.planes",
-    "nncodec.codecs.huffman", "nncodec.codecs.ans", "nncodec.codecs.quantize",
+    "nncodec.codecs.huffman", "nncodec.codecs.ans", "nncodec.codecs.zerorun", "nncodec.codecs.scalar",
     "nncodec.io", "nncodec.io.safetensors", "nncodec.io.npz", "nncodec.io.torch", "nncodec.io._pickle",
 )
 

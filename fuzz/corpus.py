@@ -152,11 +152,41 @@ def _checkpoint_seeds() -> list:
     return out
 
 
+def _pickle_seeds() -> list:
+    # programs for fuzz/fuzz_pickles.py: first byte = wrapper, then (step, argument) pairs
+    tensor = bytes([10, 0, 4, 0, 2, 1, 19, 0, 9, 3])  # {"w": tensor}
+    return [
+        bytes([0]) + tensor, bytes([1]) + tensor, bytes([2]) + tensor, bytes([3]) + tensor,
+        bytes([0, 15, 40, 21, 0]),  # a 40-level DAG
+        bytes([0, 10, 0, 15, 30, 0, 1, 9, 2]),  # a DAG as a dict key
+        bytes([2, 1, 200, 1, 201, 1, 202]),  # huge integers
+        bytes([0, 11, 255, 11, 40]),  # deep nesting
+        bytes([0, 3, 0, 7, 0, 6, 0, 9, 0]),  # a list that contains itself
+        bytes([1, 2, 0x85, 21, 0]),  # a lone surrogate
+        bytes([0, 12, 0, 22, 0, 13, 0, 4, 0, 2, 1, 0, 5, 9, 3, 14, 0]),  # OrderedDict + BUILD
+    ]
+
+
+def _zip_seeds() -> list:
+    # programs for fuzz/fuzz_zips.py: first byte = reader, then (member, argument) pairs
+    return [
+        bytes([0, 0, 0, 2, 0, 3, 0, 4, 0]),  # a valid torch zip
+        bytes([0, 0, 0, 11, 0, 2, 0, 3, 0]),  # two data.pkl members
+        bytes([0, 0, 0, 2, 0, 2, 2, 3, 0]),  # two byteorder members
+        bytes([0, 0, 0, 2, 0, 3, 0, 3, 1]),  # two storage records
+        bytes([0, 0, 1, 2, 0, 9, 23]),  # a deflated 8 MiB record for a 16-byte storage
+        bytes([1, 5, 0, 5, 3]),  # npz with two members of one name
+        bytes([2, 5, 1, 5, 2]),
+    ]
+
+
 _BUILDERS = {
     "container": _container_seeds,
     "container_crc": _container_seeds,
     "codecs": _codec_seeds,
     "checkpoints": _checkpoint_seeds,
+    "pickles": _pickle_seeds,
+    "zips": _zip_seeds,
 }
 _cache: dict = {}
 

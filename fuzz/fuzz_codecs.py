@@ -58,30 +58,29 @@ def _cases() -> list:
     for cls, cid in (("Ans", "ans"), ("ZeroRun", "zerorun")):
         for prec, states in ((14, 8), (10, 1), (16, 32)):
             add(f"{cid}[{prec},{states}]", [_codec("ans", cls, {"precision": prec, "states": states})], INTS)
-    add("huffman", [_codec("symbols", "HuffmanLevels", {})], INTS)
+    add("huffman", [_codec("huffman", "HuffmanLevels", {})], INTS)
     for states in (1, 4, 8):
         add(f"cabac[{states}]", [_codec("cabac", "Cabac", {"states": states, "gt": 16, "rate_fast": 5, "rate_slow": 8})], ("int32", "int8", "int64"))
     add("tcq|cabac", [_codec("tcq", "Tcq", {"step": 0.01, "states": 8, "lambda": 0.3}),
                       _codec("cabac", "Cabac", {"states": 8, "gt": 16, "rate_fast": 5, "rate_slow": 8})],
         ("float32", "bfloat16", "float16", "float64"))
     ans = _codec("ans", "Ans", {"precision": 14, "states": 8})
-    zr = _codec("ans", "ZeroRun", {"precision": 12, "states": 4})
-    q = "quantize"
+    zr = _codec("zerorun", "ZeroRun", {"precision": 12, "states": 4})
     float_dts = ("float32", "float16", "bfloat16", "float64")
-    for levels_label, ser in (("raw", raw), ("ans", ans), ("zerorun", zr), ("huffman", _codec("symbols", "HuffmanLevels", {})), ("planes", _codec("planes", "Planes", {"transform": "zigzag", "level": 3}))):
-        add(f"scalar|{levels_label}", [_codec(q, "Scalar", {"step": 0.01}), ser], float_dts)
-        add(f"scalar~dither|{levels_label}", [_codec(q, "Scalar", {"step": 1e30, "dither": True, "seed": 7, "stream": 3}), ser], float_dts)
-        add(f"lattice[D4]|{levels_label}", [_codec(q, "Lattice", {"lattice": "D4", "step": 0.5}), ser], float_dts)
-        add(f"lattice[E8]|{levels_label}", [_codec(q, "Lattice", {"lattice": "E8", "step": 0.25, "dither": True, "seed": 1, "stream": 2}), ser], float_dts)
-        add(f"kmeans|{levels_label}", [_codec(q, "KMeans", {"centroids": [-1.5, -0.25, 0.0, 0.5, 3.0]}), ser], float_dts)
+    for levels_label, ser in (("raw", raw), ("ans", ans), ("zerorun", zr), ("huffman", _codec("huffman", "HuffmanLevels", {})), ("planes", _codec("planes", "Planes", {"transform": "zigzag", "level": 3}))):
+        add(f"scalar|{levels_label}", [_codec("scalar", "Scalar", {"step": 0.01}), ser], float_dts)
+        add(f"scalar~dither|{levels_label}", [_codec("scalar", "Scalar", {"step": 1e30, "dither": True, "seed": 7, "stream": 3}), ser], float_dts)
+        add(f"lattice[D4]|{levels_label}", [_codec("lattice", "Lattice", {"lattice": "D4", "step": 0.5}), ser], float_dts)
+        add(f"lattice[E8]|{levels_label}", [_codec("lattice", "Lattice", {"lattice": "E8", "step": 0.25, "dither": True, "seed": 1, "stream": 2}), ser], float_dts)
+        add(f"kmeans|{levels_label}", [_codec("kmeans", "KMeans", {"centroids": [-1.5, -0.25, 0.0, 0.5, 3.0]}), ser], float_dts)
     for r, t, z in ((4, 8, None), (2, 6, 3), (1, 2, None)):
         add(f"bloomier[{r},{t},{z}]", [_codec("bloomier", "Bloomier", {"r": r, "t": t, "zstd": z})], float_dts)
-    add("prune|bloomier", [_codec(q, "Prune", {"threshold": 0.5}), _codec("bloomier", "Bloomier", {"r": 3, "t": 8, "zstd": None})], float_dts)
+    add("prune|bloomier", [_codec("prune", "Prune", {"threshold": 0.5}), _codec("bloomier", "Bloomier", {"r": 3, "t": 8, "zstd": None})], float_dts)
     for block, scan in (([4, 4], "zigzag"), (None, "natural")):
-        add(f"dct|scalar|ans", [_codec("transform", "DCT", {"block": block, "scan": scan}), _codec(q, "Scalar", {"step": 0.01}), ans], float_dts)
-    add("lowrank|raw", [_codec("transform", "LowRank", {"rank": 2, "rows": 1}), raw], float_dts)
-    add("prune|raw", [_codec(q, "Prune", {"threshold": 0.5}), raw], float_dts)
-    add("prune|planes", [_codec(q, "Prune", {"threshold": 0.5}), _codec("planes", "Planes", {"transform": "rotl1", "level": 3})], float_dts)
+        add(f"dct|scalar|ans", [_codec("dct", "DCT", {"block": block, "scan": scan}), _codec("scalar", "Scalar", {"step": 0.01}), ans], float_dts)
+    add("lowrank|raw", [_codec("lowrank", "LowRank", {"rank": 2, "rows": 1}), raw], float_dts)
+    add("prune|raw", [_codec("prune", "Prune", {"threshold": 0.5}), raw], float_dts)
+    add("prune|planes", [_codec("prune", "Prune", {"threshold": 0.5}), _codec("planes", "Planes", {"transform": "rotl1", "level": 3})], float_dts)
     return out
 
 

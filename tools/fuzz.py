@@ -46,6 +46,11 @@ FINDINGS = [
     ("checkpoints", "a bool tensor holding byte 2 was returned (and would encode to a file no decoder accepts)", "nncodec/io/__init__.py `check_bool`, called by the safetensors, torch and npz readers", "checkpoints-bool-byte-2.bin", "fixed"),
     ("container", "stream reader allocated a record's declared payload length before reading it (MemoryError on a 240-byte input)", "nncodec/format/container.py `Source.read`: the buffer grows with the bytes that arrive", "container-stream-huge-payload.bin", "fixed"),
     ("container", "a 2 KB zstd stage inflates to 64 MiB for a 64-byte tensor before the raw stage refuses it", "nncodec/pipeline.py: cap ctx.max_bytes by what the serializer can take (twice its input bytes plus 4 KiB)", "container-zstd-bomb.bin", "fixed"),
+    ("pickles (issue 14 corpus)", "a 788-byte pickle of shared list references made error formatting repr() a graph of ~10^30 nodes (minutes, gigabytes)", "nncodec/io/_pickle.py `expanded_size` at STOP, `check_key`, describe() in messages", "checkpoints-pickle-list-dag.bin", "fixed"),
+    ("pickles (issue 14 corpus)", "dict keys and set members built as a tuple DAG made hashing do ~10^30 work", "nncodec/io/_pickle.py `check_key`: flat keys only", "checkpoints-pickle-dag-dict-key.bin", "fixed"),
+    ("pickles (issue 14 corpus)", "a 130 KB zip holding a 128 MiB data.pkl of POP opcodes ran for tens of seconds", "nncodec/io/_pickle.py: opcodes counted against the archive's size (`input_size`)", "checkpoints-pickle-pop-bomb.bin", "fixed"),
+    ("pickles (issue 14 corpus)", "integers over 4,300 digits raised ValueError while a message was formatted", "nncodec/io/_pickle.py: integers over 128 bits refused on their digits", "checkpoints-pickle-huge-int-text.bin", "fixed"),
+    ("safetensors (issue 14 corpus)", "a header nested 2,000 deep raised RecursionError; a lone surrogate in metadata reached the writer (UnicodeEncodeError)", "nncodec/format/jsonutil.py `parse` (depth pre-scan, surrogates refused), used by nncodec/io/safetensors.py", "checkpoints-safetensors-deep-header.bin", "fixed"),
     ("npz (hostile test)", "a tiny npz member declaring a huge .npy shape was allocated by numpy before reading failed", "nncodec/io/npz.py `_parse_npy`: the header's shape must account for exactly the member's bytes", "tests/test_hostile.py::test_npz_huge_declared_shapes_and_bad_headers", "fixed"),
 ]
 
@@ -118,6 +123,8 @@ def write_doc(path: str, results: list, args) -> None:
         "| `container_crc` | the same, after `fuzz/nncfix.py` recomputes every CRC-32, so mutations reach the JSON, index and codec parsers | as above |",
         "| `codecs` | a fuzzed payload to `Pipeline.decode` for one of ~270 (pipeline, dtype) cases and one of 12 shapes: raw, planes (Huffman, context, zstd planes), zstd, ans, zerorun, huffman, cabac, scalar, lattice, kmeans, prune, tcq, dct, lowrank, bloomier | output dtype and shape exactly as declared |",
         "| `checkpoints` | a file to `read_checkpoint` as safetensors, torch zip, torch legacy (pickle), npz, or by detection | tensors of stored dtypes, bools 0/1, aliases name tensors, str metadata |",
+        "| `pickles` | structure-aware: the input is a program that builds a pickle (shared references and DAGs, cycles, huge integers, deep nesting, lone surrogates, admitted globals with REDUCE/BUILD, persistent ids, tensor rebuilds), wrapped as a torch zip (stored or deflated), a legacy file or a bare pickle | as `checkpoints`; the watchdog and memory cap catch unbounded work |",
+        "| `zips` | structure-aware: the input chooses archive members (pickles, duplicate `data.pkl`/`byteorder`/storage names, short, long and large deflated records, npy members), stored or deflated, read as torch zip, npz or by detection | as `checkpoints`; an archive with two members of one name must be refused |",
         "",
         "Seed corpora (`fuzz/corpus.py`) come from real files: nncodec files of every dtype and",
         "pipeline, the MTCNN legacy torch fixture, torch zip/legacy files written by nncodec and by",
