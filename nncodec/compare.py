@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 
 import numpy as np
 
@@ -26,19 +25,11 @@ class TensorDiff:
 
 
 def load_tensors(path, *, limits: Limits = DEFAULT_LIMITS) -> dict:
-    """Every tensor of a checkpoint or .nnc file, by name."""
-    from . import io as nio
+    """Every tensor of a checkpoint or .nnc file, by name (aliases included)."""
+    from .io import load_any
 
-    fmt = nio.detect_format(path)
-    if fmt == "nnc":
-        from .api import iter_decode
-
-        return dict(iter_decode(os.fspath(path), limits=limits))
-    ck = nio.read_checkpoint(path, format=fmt, limits=limits)
-    out = dict(ck.tensors)
-    for a, t in ck.aliases.items():
-        out[a] = ck.tensors[t]
-    return out
+    ck = load_any(path, limits=limits)
+    return {name: ck.get(name) for name in ck.names()}
 
 
 def snr_db(signal: float, noise: float) -> float:
@@ -76,8 +67,21 @@ def compare(a_path, b_path, *, limits: Limits = DEFAULT_LIMITS) -> tuple:
     B = load_tensors(b_path, limits=limits)
     common = [n for n in A if n in B]
     diffs = [diff_tensor(n, A[n], B[n]) for n in common]
-    sig = sum(d.signal for d in diffs)
-    noise = sum(d.noise for d in diffs)
-    overall = TensorDiff("(all)", "", (), snr_db(sig, noise), max((d.max_abs_error for d in diffs), default=0.0),
-                         math.sqrt(noise / sig) if sig > 0 else 0.0, sig, noise, all(d.exact for d in diffs))
-    return diffs, overall, [n for n in A if n not in B], [n for n in B if n not in A]
+    return diffs, overall_diff(diffs), [n for n in A if n not in B], [n for n in B if n not in A]
+
+
+def overall_diff(diffs: list) -> TensorDiff:
+    """The "(all)" row: SNR, errors and exactness over the float tensors only.
+
+    Integer and bool tensors (step counters such as ``num_batches_tracked``,
+    ``position_ids``, masks) are not weights: their large values would swamp
+    the signal power and make a lossy checkpoint read tens of dB too good.
+    ``exact`` still covers every tensor.
+    """
+    from .dtypes import kind
+
+    floats = [d for d in diffs if kind(d.dtype) == "f"]
+    sig = sum(d.signal for d in floats)
+    noise = sum(d.noise for d in floats)
+    return TensorDiff("(all)", "", (), snr_db(sig, noise), max((d.max_abs_error for d in floats), default=0.0),
+                      math.sqrt(noise / sig) if sig > 0 else 0.0, sig, noise, all(d.exact for d in diffs))

@@ -13,7 +13,6 @@ import os
 
 from .. import io as nio
 from .._atomic import atomic_path
-from ..api import iter_decode
 from ..errors import UsageError
 from ..files import output_format
 from ..format.constants import DEFAULT_LIMITS, Limits
@@ -23,26 +22,16 @@ __all__ = ["diff_files", "patch_files", "read_any"]
 
 
 def read_any(path, *, limits: Limits = DEFAULT_LIMITS) -> nio.Checkpoint:
-    """A checkpoint from any format nncodec reads, a .nnc file included."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise UsageError(f"{path}: no such file")
-    fmt = nio.detect_format(path)
-    if fmt != "nnc":
-        return nio.read_checkpoint(path, format=fmt, limits=limits)
-    stream = iter_decode(path, limits=limits)
-    tensors, aliases, ids = {}, {}, {}
-    for name, arr in stream:
-        if id(arr) in ids:
-            aliases[name] = ids[id(arr)]
-        else:
-            ids[id(arr)] = name
-            tensors[name] = arr
-    md = dict(stream.metadata)
-    if KEY_BASE in md:
-        raise UsageError(f"{path}: is an nncodec update, not a checkpoint; patch a base with it first")
-    return nio.Checkpoint(tensors=tensors, aliases=aliases, metadata=md,
-                          format=md.get(nio.SOURCE_FORMAT_KEY, "nnc"))
+    """A checkpoint from any format nncodec reads, a .nnc file included (not an update).
+
+    For a .nnc file, ``format`` is the format its original was read from (or ``"nnc"``).
+    """
+    ck = nio.load_any(path, limits=limits)
+    if ck.format == "nnc":
+        if KEY_BASE in ck.metadata:
+            raise UsageError(f"{os.fspath(path)}: is an nncodec update, not a checkpoint; patch a base with it first")
+        ck.format = ck.metadata.get(nio.SOURCE_FORMAT_KEY, "nnc")
+    return ck
 
 
 def _model(ck: nio.Checkpoint) -> dict:

@@ -4,11 +4,13 @@ NumPy has no bfloat16 or float8: such arrays are written as unsigned integers
 of the same width and their dtype is recorded in a ``__nncodec_dtypes__.npy``
 member (a JSON string) that this reader uses to restore them.
 
-Reading checks each member before it allocates: its declared sizes against
-the file and the expansion limit (a zip bomb), its ``.npy`` header (no
+Reading checks each member before it allocates (with the shared zip reader,
+:mod:`nncodec.io.zipread`): its declared sizes against the file, the deflate
+bound and the expansion limit (a zip bomb), unique member names, then --
+after inflating only the first few kilobytes -- its ``.npy`` header (no
 Python objects, a stored dtype, a shape within the limits) and that the
-header's shape accounts for exactly the member's bytes (a tiny member that
-declares a huge array).
+header's shape accounts for exactly the member's declared size (a tiny member
+that declares a huge array), before the rest is inflated.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import zipfile
 import numpy as np
 
 from .. import dtypes
-from ..errors import CorruptError, LimitError, NNCodecError, UnsupportedError
+from ..errors import CorruptError, LimitError, UnsupportedError
 from ..format.constants import DEFAULT_LIMITS, Limits
-from . import ZIP_ERRORS, Checkpoint, check_bool
+from .checkpoint import Checkpoint, check_bool
+from .zipread import ZipReader, member_name
 
 _DTYPES_MEMBER = "__nncodec_dtypes__"
 _ML = {"bfloat16", "float8_e4m3fn", "float8_e5m2"}
@@ -31,9 +34,9 @@ _ML = {"bfloat16", "float8_e4m3fn", "float8_e5m2"}
 _MAX_NPY_HEADER = 10000
 
 
-def _parse_npy(buf: bytearray, what: str, limits: Limits, text: bool = False) -> np.ndarray:
-    """The array of one .npy member's bytes, after checking its header against its size."""
-    f = io.BytesIO(memoryview(buf)[: 16 + _MAX_NPY_HEADER])
+def _parse_header(head: bytes, what: str, limits: Limits, text: bool = False):
+    """``(shape, fortran, dtype, data offset, element count)`` from the first bytes of a .npy member."""
+    f = io.BytesIO(head)
     try:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):
@@ -54,14 +57,22 @@ def _parse_npy(buf: bytearray, what: str, limits: Limits, text: bool = False) ->
     for d in shape:
         count *= d
         if count > limits.max_elements:
-            raise LimitError(f"{what}: shape {shape} exceeds max_elements={limits.max_elements}")
-    start = f.tell()
-    need = count * dt.itemsize
-    if start + need != len(buf):
-        raise CorruptError(
-            f"{what}: header declares {dt}{list(shape)} ({need} bytes) but the member holds {len(buf) - start} "
-            f"bytes of data; the file is damaged"
-        )
+            raise LimitError(f"{what}: {len(shape)}-dimensional shape exceeds max_elements={limits.max_elements}")
+    return shape, fortran, dt, f.tell(), count
+
+
+def _read_npy(zr: ZipReader, info, what: str, limits: Limits, text: bool = False) -> np.ndarray:
+    """One .npy member: its header is read and checked against the member's declared size first."""
+    with zr.open(info) as m:
+        head = m.read(16 + _MAX_NPY_HEADER)
+        shape, fortran, dt, start, count = _parse_header(head, what, limits, text)
+        need = count * dt.itemsize
+        if start + need != info.file_size:
+            raise CorruptError(
+                f"{what}: header declares {dt}{list(shape)} ({need} bytes) but the member holds "
+                f"{info.file_size - start} bytes of data; the file is damaged"
+            )
+        buf = m.finish(bytearray(head))
     arr = np.frombuffer(buf, dtype=dt, count=count, offset=start)
     if fortran:
         return np.ascontiguousarray(arr.reshape(shape[::-1]).T)
@@ -69,38 +80,25 @@ def _parse_npy(buf: bytearray, what: str, limits: Limits, text: bool = False) ->
 
 
 def read(path, *, limits: Limits = DEFAULT_LIMITS) -> Checkpoint:
-    from .torch import _read_zip_entry  # the checked zip entry reader both zip formats share
-
     path = os.fspath(path)
-    file_size = os.path.getsize(path)
-    try:
-        zf = zipfile.ZipFile(path)
-    except ZIP_ERRORS as e:
-        raise CorruptError(f"{path}: not a readable .npz archive ({type(e).__name__}: {str(e)[:200]})") from None
     tensors = {}
     special = {}
-    with zf:
-        infos = zf.infolist()
+    with ZipReader(path, limits, file_size=os.path.getsize(path), kind=".npz archive") as zr:
+        infos = zr.infos
         if len(infos) > limits.max_records:
             raise LimitError(f"{path}: {len(infos)} members exceed max_records={limits.max_records}")
         for info in infos:
             if info.filename.endswith("/"):  # (ZipInfo.is_dir fails on an empty name)
                 continue
             if not info.filename.endswith(".npy"):
-                raise CorruptError(f"{path}: member {info.filename!r:.100} is not a .npy array")
+                raise CorruptError(f"{path}: member {member_name(info.filename)} is not a .npy array")
             name = info.filename[:-4]
-            what = f"{path}: array {name!r}"
+            what = f"{path}: array {member_name(name)}"
             if name in tensors or (name == _DTYPES_MEMBER and special):
                 raise CorruptError(f"{what} appears twice in the archive")
             if info.file_size > limits.max_elements * 8 + 16 + _MAX_NPY_HEADER:
                 raise LimitError(f"{what} declares {info.file_size} bytes, over max_elements={limits.max_elements}")
-            try:
-                buf = _read_zip_entry(path, zf, info, file_size, limits)
-            except NNCodecError:
-                raise
-            except ZIP_ERRORS as e:
-                raise CorruptError(f"{what} is damaged ({type(e).__name__}: {str(e)[:200]})") from None
-            arr = _parse_npy(buf, what, limits, text=name == _DTYPES_MEMBER)
+            arr = _read_npy(zr, info, what, limits, text=name == _DTYPES_MEMBER)
             if name == _DTYPES_MEMBER:
                 try:
                     special = json.loads(str(arr[()]))
@@ -114,11 +112,11 @@ def read(path, *, limits: Limits = DEFAULT_LIMITS) -> Checkpoint:
         if name in tensors and dt in _ML:
             a = tensors[name]
             if a.dtype.itemsize != dtypes.itemsize(dt) or a.dtype.kind not in "iu":
-                raise CorruptError(f"{path}: array {name!r} recorded as {dt} is {a.dtype}")
+                raise CorruptError(f"{path}: array {member_name(name)} recorded as {dt} is {a.dtype}")
             tensors[name] = a.view(dtypes.to_numpy(dt))
     for name, a in tensors.items():
         dtypes.from_numpy(a.dtype)
-        check_bool(a, f"{path}: array {name!r}")
+        check_bool(a, f"{path}: array {member_name(name)}")
     return Checkpoint(tensors=tensors, format="npz")
 
 

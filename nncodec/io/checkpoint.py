@@ -1,0 +1,43 @@
+"""The in-memory checkpoint every reader returns and every writer takes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..errors import CorruptError
+
+#: metadata key holding the format a checkpoint was read from
+SOURCE_FORMAT_KEY = "nncodec.source_format"
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """Named tensors plus what is needed to write the original file back.
+
+    ``tensors`` keeps the file's order. ``aliases`` maps a name to the name
+    of a tensor in ``tensors`` whose storage it shares (tied weights).
+    ``metadata`` is string -> string; keys starting with ``nncodec.`` are
+    written by nncodec to restore the source format, the rest are the user's.
+    """
+
+    tensors: dict
+    aliases: dict = dataclasses.field(default_factory=dict)
+    metadata: dict = dataclasses.field(default_factory=dict)
+    format: str = ""
+
+    def names(self) -> list:
+        return list(self.tensors) + list(self.aliases)
+
+    def get(self, name: str) -> np.ndarray:
+        return self.tensors[self.aliases.get(name, name)]
+
+
+def check_bool(arr: np.ndarray, what: str) -> np.ndarray:
+    """Refuse a bool array holding bytes other than 0 and 1 (no .nnc file could store it)."""
+    if arr.dtype == np.bool_ and arr.size:
+        top = int(arr.view(np.uint8).max())
+        if top > 1:
+            raise CorruptError(f"{what}: a bool element holds the byte {top}, not 0 or 1; the file is damaged")
+    return arr
