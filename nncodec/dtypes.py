@@ -32,6 +32,9 @@ _INFO = {
 
 DTYPE_NAMES = tuple(_INFO)
 
+#: the float dtypes the lossy stages take (the float8 types are stored, never quantized)
+FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
+
 _ML = {"bfloat16", "float8_e4m3fn", "float8_e5m2"}
 _cache: dict[str, np.dtype] = {}
 
@@ -98,3 +101,19 @@ def as_stored(arr: np.ndarray) -> tuple[np.ndarray, str]:
     if not arr.flags.c_contiguous:
         arr = arr.copy(order="C")  # (np.ascontiguousarray would turn 0-d into 1-d)
     return arr, name
+
+
+def round_float(values: np.ndarray, name: str) -> np.ndarray:
+    """Round float64 or float32 values to the float dtype ``name``, the rule of every lossy stage.
+
+    float64 as is; float32 round-to-nearest-even (RNE); float16 and bfloat16 RNE
+    to float32 first, then RNE to the dtype. Overflow gives infinities (callers
+    check); no copy is made when the values already have the dtype.
+    """
+    if name == "float64":
+        return values.astype(np.float64, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        v32 = values.astype(np.float32, copy=False)
+        if name == "float32":
+            return v32
+        return v32.astype(to_numpy(name))

@@ -8,15 +8,12 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from nncodec.codecs import _ans_reference as ref
-from nncodec.codecs.ans import (
-    Ans,
-    ZeroRun,
-    empirical_entropy_bits,
-    encode_stream,
-    normalize_freqs,
-    to_z,
-)
+from nncodec.codecs.ans import Ans
+from nncodec.codecs.zerorun import ZeroRun
+from nncodec.entropy.rans import encode_stream, normalize_freqs
+from nncodec.entropy.stats import empirical_entropy_bits
+from nncodec.entropy.zvalues import to_z
+from reference import ans as ref
 from nncodec.codecs.base import ArraySpec, Context
 from nncodec.errors import CorruptError, UsageError
 

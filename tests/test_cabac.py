@@ -8,12 +8,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from nncodec.codecs import _cabac_reference as ref
-from nncodec.codecs.ans import Ans, empirical_entropy_bits, put_varint
+from nncodec.codecs.ans import Ans
+from nncodec.entropy.stats import empirical_entropy_bits
+from nncodec.entropy.varint import write_varint as put_varint
 from nncodec.codecs.base import ArraySpec, Context
-from nncodec.codecs.cabac import Cabac, model_bits, rate_model, row_width
+from nncodec.codecs.cabac import Cabac
+from nncodec.entropy.contexts import model_bits, rate_model, row_width
 from nncodec.errors import CorruptError, UsageError
 from nncodec.kernels import cabac as kc
+from reference import cabac as ref
 
 CTX = Context(name="layer.weight")
 STATES = [1, 4, 8]

@@ -8,7 +8,7 @@ from hypothesis.extra import numpy as hnp
 
 import nncodec
 from nncodec.codecs import ArraySpec, Context
-from nncodec.codecs.symbols import HuffmanLevels
+from nncodec.codecs.huffman import HuffmanLevels
 
 INTS = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"]
 C = Context(name="t")

@@ -14,15 +14,16 @@ from hypothesis.extra import numpy as hnp
 
 from helpers import assert_same, sample
 from nncodec import dtypes
-from nncodec.codecs import _reference as ref
 from nncodec.codecs import get_codec
-from nncodec.codecs import huffman as hf
+from nncodec.entropy import blockhuffman as hf
+from nncodec.entropy.varint import read_varint, write_varint
 from nncodec.codecs import planes as P
 from nncodec.codecs.base import ArraySpec, Context
 from nncodec.codecs.planes import Planes
 from nncodec.errors import CorruptError, LimitError, UsageError
 from nncodec.format.constants import DEFAULT_LIMITS
 from nncodec.pipeline import Pipeline
+from reference import blockhuffman as ref
 
 CTX = Context(name="w")
 
@@ -56,7 +57,7 @@ def modes(payload: bytes, w: int, n: int) -> list[int]:
         elif m == P.MODE_CONST:
             pos += 1
         else:
-            ln, pos = hf.get_varint(buf, pos, len(payload), "t")
+            ln, pos = read_varint(buf, pos, len(payload), "t", max_len=hf.VARINT_MAX_LEN)
             pos += ln
     assert pos == len(payload)
     return out

@@ -12,20 +12,15 @@ from hypothesis.extra import numpy as hnp
 
 from nncodec import dither, dtypes
 from nncodec.codecs import ArraySpec, Context, get_codec, register_codec
-from nncodec.codecs import _quant_reference as ref
-from nncodec.codecs.quantize import (
-    KMeans,
-    Lattice,
-    Prune,
-    Scalar,
-    global_threshold,
-    linear_init,
-    sparsity_threshold,
-)
+from nncodec.codecs.kmeans import KMeans, linear_init
+from nncodec.codecs.lattice import Lattice
+from nncodec.codecs.prune import Prune, global_threshold, sparsity_threshold
+from nncodec.codecs.scalar import Scalar
 from nncodec.codecs.raw import Raw
 from nncodec.errors import CorruptError, UnsupportedError, UsageError
 from nncodec.kernels import quant as kq
 from nncodec.pipeline import Pipeline
+from reference import quant as ref
 
 CTX = Context(name="layer.weight")
 FLOATS = ["float64", "float32", "float16", "bfloat16"]
@@ -58,7 +53,7 @@ def _round_tol(dt, v):
 
 def _roundtrip(codec, a):
     spec = ArraySpec.of(a)
-    q = codec.encode(a, CTX)
+    codec, q = codec.fit_encode(a, CTX)  # a data-dependent stage is fitted first (a new codec)
     assert ArraySpec.of(q) == codec.resolve(spec)
     r = codec.decode(q, spec, CTX)
     assert ArraySpec.of(r) == spec
@@ -456,8 +451,8 @@ def test_lattice_overflow_and_nonfinite():
 
 def test_kmeans_deterministic_and_nearest():
     w = np.random.default_rng(8).standard_normal(20_000).astype(np.float32)
-    a, b = KMeans(16), KMeans(16)
-    qa, qb = a.encode(w, CTX), b.encode(w.copy(), CTX)
+    a, qa = KMeans(16).fit_encode(w, CTX)
+    b, qb = KMeans(16).fit_encode(w.copy(), CTX)
     assert np.array_equal(qa, qb) and a.get_config() == b.get_config()
     c = np.array(a.get_config()["centroids"])
     assert c.size == 16 and (np.diff(c) > 0).all()
@@ -489,8 +484,7 @@ def test_kmeans_mse_monotone_in_k(dist):
 def test_kmeans_importance():
     w = np.array([0.0, 1.0, 2.0, 10.0], np.float64)
     h = np.array([1.0, 1.0, 1.0, 5.0])
-    c = KMeans(1, importance=h)
-    c.encode(w, CTX)
+    c = KMeans(1, importance=h).fit(w, CTX)
     assert c.get_config()["centroids"] == [(0 + 1 + 2 + 50) / 8]
     # weights with more importance get smaller errors
     rng = np.random.default_rng(10)
@@ -501,9 +495,9 @@ def test_kmeans_importance():
     big = np.abs(w) > 1.5
     assert e_imp[big].mean() < e_plain[big].mean()
     with pytest.raises(UsageError, match="importance"):
-        KMeans(4, importance=np.ones(3)).encode(w, CTX)
+        KMeans(4, importance=np.ones(3)).fit(w, CTX)
     with pytest.raises(UsageError, match="importance"):
-        KMeans(4, importance=-np.ones(w.shape)).encode(w, CTX)
+        KMeans(4, importance=-np.ones(w.shape)).fit(w, CTX)
 
 
 @settings(max_examples=80, deadline=None)
@@ -542,13 +536,12 @@ def test_gather_matches_reference(idx, table):
 def test_kmeans_dtypes_and_shapes(dt):
     for shape in [(), (0,), (1,), (4, 5, 6)]:
         a = _arr(np.random.default_rng(11).standard_normal(shape), dt)
-        c = KMeans(8)
+        c = KMeans(8).fit(a, CTX)
         q, r = _roundtrip(c, a)
         cents = _arr(c.get_config()["centroids"], dt)
         assert set(_f64(r).reshape(-1).tolist()) <= set(_f64(cents).tolist())
     # a constant tensor needs one centroid
-    c = KMeans(8)
-    c.encode(_arr(np.full(10, 0.5), dt), CTX)
+    c = KMeans(8).fit(_arr(np.full(10, 0.5), dt), CTX)
     assert c.get_config() == {"centroids": [0.5]}
 
 
@@ -570,15 +563,16 @@ def test_kmeans_fixed_codebook_and_decode_checks():
     with pytest.raises(UsageError):
         KMeans(4).get_config()
     with pytest.raises(UsageError, match="finite"):
-        KMeans(4).encode(np.array([1.0, np.nan]), CTX)
+        KMeans(4).fit(np.array([1.0, np.nan]), CTX)
+    with pytest.raises(UsageError, match="fit"):
+        KMeans(4).encode(np.array([1.0, 2.0]), CTX)  # not fitted: no centroids to encode with
 
 
 def test_kmeans_refits_each_tensor():
     c = KMeans(2)
-    c.encode(np.array([0.0, 1.0]), CTX)
-    first = c.get_config()
-    c.encode(np.array([10.0, 20.0]), CTX)
-    assert c.get_config() == {"centroids": [10.0, 20.0]} != first
+    first = c.fit(np.array([0.0, 1.0]), CTX).get_config()
+    assert c.fit(np.array([10.0, 20.0]), CTX).get_config() == {"centroids": [10.0, 20.0]} != first
+    assert not c.fitted and c == KMeans(2)  # fitting returns new codecs, never changes this one
 
 
 # ================================================================== prune
@@ -587,7 +581,7 @@ def test_kmeans_refits_each_tensor():
 @pytest.mark.parametrize("dt", FLOATS + ["float8_e4m3fn"])
 def test_prune_threshold(dt):
     a = _arr([0.5, -0.1, 0.2, -0.0, -2.0, 0.05, 1.0], dt)
-    p = Prune(threshold=float(_f64(a)[2]))  # 0.2 as the dtype holds it
+    p = Prune(threshold=float(_f64(a)[2])).fit(a, CTX)  # 0.2 as the dtype holds it
     q, r = _roundtrip(p, a)
     assert r is q
     assert _f64(q).tolist() == _f64(_arr([0.5, 0, 0.2, 0, -2.0, 0, 1.0], dt)).tolist()
@@ -598,8 +592,7 @@ def test_prune_threshold(dt):
 @settings(max_examples=60, deadline=None)
 @given(x=arrays(st.floats(-10, 10, width=32), max_side=30), s=st.floats(0.0, 1.0))
 def test_prune_sparsity_target(x, s):
-    p = Prune(sparsity=s)
-    out = p.encode(x, CTX)
+    p, out = Prune(sparsity=s).fit_encode(x, CTX)
     n = x.size
     zeros_out = int((out == 0).sum())
     cut = (out == 0) & (x != 0)
@@ -647,8 +640,7 @@ def test_prune_kernel_matches_reference(dt):
 def test_prune_then_scalar_pipeline():
     rng = np.random.default_rng(14)
     w = rng.standard_normal((64, 32)).astype(np.float32)
-    pipe = Pipeline([Prune(sparsity=0.5), Scalar(0.02), Raw()])
-    payload = pipe.encode(w, CTX)
+    pipe, payload = Pipeline([Prune(sparsity=0.5), Scalar(0.02), Raw()]).fit_encode(w, CTX)
     stored = Pipeline.from_json(json.loads(json.dumps(pipe.to_json())))
     assert stored.stages[0].get_config()["sparsity"] >= 0.5
     r = stored.decode(payload, ArraySpec.of(w), CTX)
@@ -670,7 +662,9 @@ def test_prune_rejects():
     with pytest.raises(UnsupportedError):
         Prune(threshold=1.0).encode(np.arange(4), CTX)
     with pytest.raises(UsageError, match="NaN"):
-        Prune(sparsity=0.5).encode(np.array([1.0, np.nan, 2.0, 3.0]), CTX)
+        Prune(sparsity=0.5).fit_encode(np.array([1.0, np.nan, 2.0, 3.0]), CTX)
+    with pytest.raises(UsageError, match="fit_encode"):
+        Prune(sparsity=0.5).encode(np.array([1.0, 2.0]), CTX)  # a target, not yet a threshold
     with pytest.raises(CorruptError):
         Prune(threshold=1.0).decode(np.zeros(3, np.float32), ArraySpec("float32", (4,)), CTX)
 
@@ -696,7 +690,7 @@ def test_config_roundtrip(codec):
 
 def test_config_roundtrip_after_fit():
     for c in (KMeans(5), Prune(sparsity=0.3)):
-        c.encode(np.random.default_rng(15).standard_normal(100) / 3, CTX)
+        c = c.fit(np.random.default_rng(15).standard_normal(100) / 3, CTX)
         again = type(c).from_config(json.loads(json.dumps(c.get_config())))
         assert again.get_config() == c.get_config()
 
@@ -755,10 +749,10 @@ def test_pipeline_scalar_raw(dt, dith):
 @pytest.mark.parametrize("stage", [Lattice("E8", 0.05, dither=True, seed=3), KMeans(12)], ids=repr)
 def test_pipeline_lattice_kmeans_raw(stage):
     w = np.random.default_rng(17).standard_normal((10, 13)).astype(np.float32)
-    pipe = Pipeline([stage, Raw()])
-    payload = pipe.encode(w, CTX)
+    pipe, payload = Pipeline([stage, Raw()]).fit_encode(w, CTX)
     back = Pipeline.from_json(json.loads(json.dumps(pipe.to_json())))
     r = back.decode(payload, ArraySpec.of(w), CTX)
+    stage = stage.fit(w, CTX)
     assert np.array_equal(r, stage.decode(stage.encode(w, CTX), ArraySpec.of(w), CTX))
 
 
@@ -826,4 +820,6 @@ def test_spec_vectors_kmeans_prune():
     x = np.array([0.5, -0.1, 0.2, -0.0, -2.0, 0.05, 1.0], np.float32)
     out = p.encode(x, CTX)
     assert _bits32(out) == _bits32([0.5, 0, 0.2, 0, -2.0, 0, 1.0])
+    p, out2 = p.fit_encode(x, CTX)  # the fitted codec records the fraction of zeros
+    assert _bits32(out2) == _bits32(out)
     assert p.get_config() == {"threshold": 0.2, "sparsity": 3 / 7}

@@ -11,14 +11,15 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from nncodec import dtypes
-from nncodec.codecs import _tcq_reference as ref
 from nncodec.codecs.base import ArraySpec, Context
-from nncodec.codecs.cabac import Cabac, cost_from_counts, rate_model, row_width
-from nncodec.codecs.quantize import Scalar
+from nncodec.codecs.cabac import Cabac
+from nncodec.codecs.scalar import Scalar
+from nncodec.entropy.contexts import cost_from_counts, rate_model, row_width
 from nncodec.codecs.tcq import Tcq, encode_tcq, pipeline
 from nncodec.errors import CorruptError, UsageError
 from nncodec.kernels import cabac as kc
 from nncodec.kernels import tcq as kt
+from reference import tcq as ref
 
 from helpers import assert_same
 
@@ -107,13 +108,15 @@ def test_viterbi_never_worse_than_rounding(x, states, step, lam):
         assert dv + lam * bv <= dg + lam * bg + 1e-9 * (1 + dg + lam * bg)
     # the encoder's final choice is never worse under its own final model
     q = Tcq(step, states=states, lam=lam)
-    out = q.encode(x, CTX).reshape(-1)
+    out, cost_total = q.quantize(x, CTX)
+    out = out.reshape(-1)
+    assert np.array_equal(out, q.encode(x, CTX).reshape(-1))
     if t.size:
         c = cost  # the encoder's model: fitted to the trellis rounding
         do, bo = kt.path_cost(t, out, width, table, quant, 16, c, lam)
         dg2, bg2 = kt.path_cost(t, g, width, table, quant, 16, c, lam)
         assert do + lam * bo <= dg2 + lam * bg2
-        assert q.last_cost == do + lam * bo
+        assert cost_total == do + lam * bo
 
 
 def test_viterbi_beats_rounding_on_gaussian():
@@ -166,7 +169,7 @@ def test_decode_dtypes_match_scalar_rounding():
         spec = ArraySpec(dt, lv.shape)
         y = Tcq(0.0123).decode(lv, spec, CTX)
         work = ref.dequantize(lv.reshape(-1), 8, 0.0123)
-        from nncodec.codecs.quantize import to_dtype
+        from nncodec.dtypes import round_float as to_dtype
 
         assert_same(y, to_dtype(work, dt).reshape(lv.shape))
 

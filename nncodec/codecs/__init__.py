@@ -1,7 +1,9 @@
 """The codec registry: codec id -> class, imported on first use.
 
-Built-in codecs are listed by module so that importing nncodec does not import
-their kernels. Third-party codecs register through the ``nncodec.codecs``
+Built-in codecs are listed by module, one module per codec id (``3lc`` lives
+in ``threelc.py``), so that importing nncodec does not import their kernels.
+Shared pieces that are not codecs are in :mod:`nncodec.entropy` (coders,
+models, varints) and :mod:`nncodec.codecs.floatcodec` (float stages' rules). Third-party codecs register through the ``nncodec.codecs``
 entry-point group or :func:`register_codec`.
 """
 
@@ -27,17 +29,17 @@ _BUILTIN = {
     "planes": "nncodec.codecs.planes:Planes",
     "zstd": "nncodec.codecs.zstd:Zstd",
     "ans": "nncodec.codecs.ans:Ans",
-    "zerorun": "nncodec.codecs.ans:ZeroRun",
-    "huffman": "nncodec.codecs.symbols:HuffmanLevels",
+    "zerorun": "nncodec.codecs.zerorun:ZeroRun",
+    "huffman": "nncodec.codecs.huffman:HuffmanLevels",
     "tcq": "nncodec.codecs.tcq:Tcq",
     "cabac": "nncodec.codecs.cabac:Cabac",
     "3lc": "nncodec.codecs.threelc:ThreeLC",
-    "scalar": "nncodec.codecs.quantize:Scalar",
-    "lattice": "nncodec.codecs.quantize:Lattice",
-    "kmeans": "nncodec.codecs.quantize:KMeans",
-    "prune": "nncodec.codecs.quantize:Prune",
-    "dct": "nncodec.codecs.transform:DCT",
-    "lowrank": "nncodec.codecs.transform:LowRank",
+    "scalar": "nncodec.codecs.scalar:Scalar",
+    "lattice": "nncodec.codecs.lattice:Lattice",
+    "kmeans": "nncodec.codecs.kmeans:KMeans",
+    "prune": "nncodec.codecs.prune:Prune",
+    "dct": "nncodec.codecs.dct:DCT",
+    "lowrank": "nncodec.codecs.lowrank:LowRank",
     "bloomier": "nncodec.codecs.bloomier:Bloomier",
 }
 _registry: dict[str, type] = {}

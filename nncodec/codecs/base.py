@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import ClassVar
 
 import numpy as np
 
 from .. import dtypes
-from ..errors import CorruptError
+from ..errors import CorruptError, UsageError
 from ..format.constants import DEFAULT_LIMITS, Limits
 
 ARRAY_TO_ARRAY = "array->array"
@@ -49,8 +50,6 @@ class Context:
 
     name: str = ""
     limits: Limits = DEFAULT_LIMITS
-    #: upper bound on bytes a bytes->bytes decoder may produce (set by the pipeline)
-    max_bytes: int = 0
 
     def error(self, cls, codec_id: str, msg: str):
         return cls(f"tensor {self.name!r}, codec {codec_id!r}: {msg}")
@@ -74,11 +73,15 @@ class Codec:
         cfg = self.get_config()
         return {"name": self.codec_id, "configuration": cfg} if cfg else {"name": self.codec_id}
 
+    def _identity(self):
+        """What equality compares: the configuration (a codec not yet fitted overrides this)."""
+        return self.get_config()
+
     def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
+        return type(self) is type(other) and self._identity() == other._identity()
 
     def __hash__(self):
-        return hash((self.codec_id, repr(self.get_config())))
+        return hash((self.codec_id, repr(self._identity())))
 
     def __repr__(self):
         cfg = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
@@ -91,6 +94,20 @@ class ArrayToArrayCodec(Codec):
     def resolve(self, spec: ArraySpec) -> ArraySpec:
         """The spec of the encoded array, given the spec of the input array."""
         return spec
+
+    def fit(self, arr: np.ndarray, ctx: Context | None = None) -> "ArrayToArrayCodec":
+        """This stage configured for ``arr``: a new codec, or ``self`` when nothing depends on the data.
+
+        Data-dependent stages (``kmeans`` with ``k=``, ``prune``, ``lowrank``
+        with ``energy=``) return a new codec whose configuration describes
+        ``arr``; codecs are never changed after they are built.
+        """
+        return self
+
+    def fit_encode(self, arr: np.ndarray, ctx: Context) -> tuple["ArrayToArrayCodec", np.ndarray]:
+        """``(fitted codec, encoded array)``; stages that fit while encoding override it to do one pass."""
+        codec = self.fit(arr, ctx)
+        return codec, codec.encode(arr, ctx)
 
     def encode(self, arr: np.ndarray, ctx: Context) -> np.ndarray:
         raise NotImplementedError
@@ -117,8 +134,8 @@ class BytesToBytesCodec(Codec):
     def encode(self, data: bytes, ctx: Context) -> bytes:
         raise NotImplementedError
 
-    def decode(self, data: memoryview, ctx: Context) -> bytes:
-        """Decode; never produce more than ``ctx.max_bytes`` bytes."""
+    def decode(self, data: memoryview, ctx: Context, max_bytes: int) -> bytes:
+        """Decode; never produce more than ``max_bytes`` bytes (raise LimitError instead)."""
         raise NotImplementedError
 
 
@@ -143,3 +160,66 @@ def cfg_only(config: dict, codec_id: str, allowed) -> None:
     extra = set(config) - set(allowed)
     if extra:
         raise CorruptError(f"codec {codec_id!r}: unknown configuration keys {sorted(extra)}")
+
+
+#: the default of a configuration field that must be present
+MISSING = object()
+
+
+def finite_number(v, lo: float, hi: float = math.inf, lo_open: bool = False):
+    """``float(v)`` if ``v`` is a real number (not a bool), finite and in range, else None."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        return None
+    try:
+        f = float(v)
+    except (OverflowError, TypeError, ValueError):
+        return None
+    ok = math.isfinite(f) and (f > lo if lo_open else f >= lo) and f <= hi
+    return f if ok else None
+
+
+def cfg_float(config: dict, key: str, codec_id: str, lo: float, hi: float = math.inf,
+              lo_open: bool = False, default=MISSING) -> float:
+    """A finite number in range from a stored configuration; CorruptError otherwise."""
+    v = config.get(key, default)
+    f = None if v is MISSING else finite_number(v, lo, hi, lo_open)
+    if f is None:
+        rng = f"{'(' if lo_open else '['}{lo!r}, {hi!r}]" if math.isfinite(hi) else f"{'>' if lo_open else '>='} {lo!r}"
+        if v is MISSING:
+            raise CorruptError(f"codec {codec_id!r}: configuration {key!r} is missing (a finite number {rng})")
+        raise CorruptError(f"codec {codec_id!r}: configuration {key!r} = {v!r:.100}, must be a finite number {rng}")
+    return f
+
+
+def cfg_bool(config: dict, key: str, codec_id: str, default: bool) -> bool:
+    v = config.get(key, default)
+    if not isinstance(v, bool):
+        raise CorruptError(f"codec {codec_id!r}: configuration {key!r} = {v!r:.100}, must be true or false")
+    return v
+
+
+# ---------------------------------------------------------------- argument checks (UsageError)
+
+
+def float_arg(v, what: str, codec_id: str, lo: float, lo_open: bool, hi: float = math.inf) -> float:
+    """A caller's finite number in range; UsageError naming the codec and argument otherwise."""
+    f = finite_number(v, lo, hi, lo_open)
+    if f is None:
+        raise UsageError(f"{codec_id}: {what} must be a finite number {'>' if lo_open else '>='} {lo}"
+                         f"{'' if math.isinf(hi) else f' and <= {hi}'}, found {v!r:.100}")
+    return f
+
+
+U64_MAX = 2**64 - 1
+
+
+def u64_arg(v, what: str, codec_id: str) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) <= U64_MAX:
+        raise UsageError(f"{codec_id}: {what} must be an integer in [0, 2**64 - 1], found {v!r:.100}")
+    return int(v)
+
+
+def int_arg(v, what: str, codec_id: str, lo: int, hi: int) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+        raise UsageError(f"{codec_id}: {what} must be an integer in [{lo}, {hi}], found {v!r:.100}")
+    return int(v)

@@ -25,6 +25,8 @@ import struct
 import numpy as np
 
 from .. import dtypes
+from ..dtypes import FLOAT_DTYPES, round_float
+from ..entropy import zstdframe
 from ..errors import CorruptError, TruncatedError, UnsupportedError, UsageError
 from .base import ArraySpec, ArrayToBytesCodec, Context, cfg_int, cfg_only
 
@@ -44,7 +46,6 @@ __all__ = [
     "HEADER",
 ]
 
-FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
 #: n, m, t, r, flags, reserved, c, seed
 HEADER = struct.Struct("<QQBBBBIQ")
 HEADER_SIZE = HEADER.size  # 32
@@ -97,11 +98,7 @@ def measured_false_positive_rate(original, decoded) -> float:
 
 def _round_centroids(c: np.ndarray, name: str) -> np.ndarray:
     """Centroids rounded as stored: RNE to float32, then (float16, bfloat16) RNE to the dtype."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        c32 = c.astype(np.float32)
-        if name in ("float16", "bfloat16"):
-            c32 = c32.astype(dtypes.to_numpy(name)).astype(np.float32)
-    return c32.astype(np.float64)
+    return round_float(c, name if name in ("float16", "bfloat16") else "float32").astype(np.float64)
 
 
 def cluster(values, r: int, dtype: str = "float32", iterations: int = 30):
@@ -306,19 +303,6 @@ def inspect(data) -> dict:
             "table_bytes": rest.nbytes}
 
 
-def _no_trailing_bytes(frame, ctx: Context, cid: str) -> None:
-    """Refuse bytes after the zstd frame (the frame has already decoded to its exact size)."""
-    import zstandard
-
-    dobj = zstandard.ZstdDecompressor().decompressobj()
-    try:
-        dobj.decompress(frame)
-    except zstandard.ZstdError as e:  # pragma: no cover - the one-shot decode succeeded
-        raise ctx.error(CorruptError, cid, f"table zstd frame is damaged ({e})") from None
-    if not dobj.eof or dobj.unused_data:
-        raise ctx.error(CorruptError, cid, "bytes follow the table's zstd frame")
-
-
 def _cfg_zstd(config: dict, cid: str):
     v = config.get("zstd", None)
     if v is None:
@@ -360,8 +344,6 @@ class Bloomier(ArrayToBytesCodec):
         self.r, self.t = int(r), t
         self.zstd = None if zstd is None else int(zstd)
         self.seed, self.max_attempts, self.iterations = int(seed), int(max_attempts), int(iterations)
-        #: (seed used, attempts) of the last tensor encoded
-        self.last_build = None
 
     def get_config(self) -> dict:
         return {"r": self.r, "t": self.t, "zstd": self.zstd}
@@ -390,16 +372,13 @@ class Bloomier(ArrayToBytesCodec):
         keys = np.flatnonzero(x != 0).astype(np.uint64)
         try:
             cent, labels = cluster(x[keys.astype(np.int64)], self.r, name, self.iterations)
-            table, sd, attempts = build_table(keys, labels, self.t, self.seed, self.max_attempts)
+            table, sd, _ = build_table(keys, labels, self.t, self.seed, self.max_attempts)
         except UsageError as e:
             raise ctx.error(type(e), cid, str(e)) from None
-        self.last_build = (sd, attempts)
         packed = pack_table(table, self.t)
         flags = 0
         if self.zstd is not None:
-            from .zstd import compress
-
-            packed = compress(packed, self.zstd)
+            packed = zstdframe.compress(packed, self.zstd)
             flags = FLAG_ZSTD
         head = HEADER.pack(keys.size, table.size, self.t, self.r, flags, 0, cent.size, sd)
         return head + cent.astype("<f4").tobytes() + packed
@@ -417,10 +396,8 @@ class Bloomier(ArrayToBytesCodec):
         m, t = f["m"], f["t"]
         need = -(-m * t // 8)
         if f["flags"] & FLAG_ZSTD:
-            from .zstd import decompress
-
-            packed = decompress(rest, need, f"tensor {ctx.name!r}, codec {cid!r} table", exact=need)
-            _no_trailing_bytes(rest, ctx, cid)
+            packed = zstdframe.decompress(rest, need, f"tensor {ctx.name!r}, codec {cid!r} table", exact=need,
+                                          allow_extra=False)
         else:
             if rest.nbytes != need:
                 err = TruncatedError if rest.nbytes < need else CorruptError

@@ -14,8 +14,9 @@ decoder checks the count against the tensor's shape, never reads past the end
 of the payload, and requires the stream to end exactly, on the encoder's final
 value: damaged data raises :class:`~nncodec.errors.CorruptError`.
 
-:func:`rate_model` gives the static per-context bit costs the ``tcq`` encoder
-plans with.
+The context model (trellis states, row width, the static per-context bit
+costs the ``tcq`` encoder plans with) lives apart from this coder, in
+:mod:`nncodec.entropy.contexts`.
 """
 
 from __future__ import annotations
@@ -24,70 +25,22 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import CorruptError, UsageError
-from .ans import get_varint, put_varint
+from ..entropy.contexts import DEFAULT_GT, row_width, state_table
+from ..entropy.varint import read_varint, write_varint
 from .base import ArraySpec, ArrayToBytesCodec, Context, cfg_choice, cfg_int, cfg_only
 
 STATE_CHOICES = (1, 4, 8)
-DEFAULT_GT = 16
 DEFAULT_RATE_FAST = 5
 DEFAULT_RATE_SLOW = 8
 MAX_GT = 32
 MAX_RATE = 10
 LEVEL_MIN = -(2**31 - 1)
 
-_kernels = None
-
-
 def kernels():
     """The compiled kernels module (imported, and so compiled, on first use)."""
-    global _kernels
-    if _kernels is None:
-        from ..kernels import cabac as k
+    from ..kernels import cabac
 
-        _kernels = k
-    return _kernels
-
-
-def row_width(shape) -> int:
-    """Elements per row: ``prod(shape[1:])`` for 2 or more dimensions, else the element count (>= 1)."""
-    shape = tuple(int(d) for d in shape)
-    n = 1
-    for d in shape:
-        n *= d
-    if len(shape) >= 2 and shape[0] > 0:
-        return max(1, n // shape[0])
-    return max(1, n)
-
-
-def state_table(states: int):
-    """(next-state table, quantizer of each state) for 1, 4 or 8 states."""
-    return kernels().STATE_TABLES[states]
-
-
-def cost_from_counts(counts: np.ndarray) -> np.ndarray:
-    """Bits per bin value and context from bin counts: -log2((N[c,b] + 1/2) / (N[c,0] + N[c,1] + 1))."""
-    c = np.asarray(counts, np.float64)
-    tot = c.sum(axis=1, keepdims=True)
-    return -np.log2((c + 0.5) / (tot + 1.0))
-
-
-def rate_model(levels, shape, states: int = 8, gt: int = DEFAULT_GT) -> np.ndarray:
-    """Static bit costs ``cost[context, bin]`` fitted to ``levels`` (see :func:`cost_from_counts`)."""
-    k = kernels()
-    table, quant = state_table(states)
-    lv = np.ascontiguousarray(np.asarray(levels).reshape(-1), np.int32)
-    counts = np.zeros((k.n_contexts(gt), 2), np.int64)
-    k.count_bins(lv, row_width(shape), table, quant, gt, counts)
-    return cost_from_counts(counts)
-
-
-def model_bits(levels, shape, states: int = 8, gt: int = DEFAULT_GT) -> float:
-    """Bits of ``levels`` under the static model fitted to them (close to the coded size)."""
-    k = kernels()
-    table, quant = state_table(states)
-    lv = np.ascontiguousarray(np.asarray(levels).reshape(-1), np.int32)
-    cost = rate_model(lv, shape, states, gt)
-    return float(k.path_bits(lv, row_width(shape), table, quant, gt, cost))
+    return cabac
 
 
 class Cabac(ArrayToBytesCodec):
@@ -137,7 +90,7 @@ class Cabac(ArrayToBytesCodec):
         if not lv.dtype.isnative:
             lv = lv.astype(np.int32)
         n = lv.shape[0]
-        head = put_varint(n)
+        head = write_varint(n)
         if n == 0:
             return head
         if int(lv.min()) < LEVEL_MIN:
@@ -161,7 +114,7 @@ class Cabac(ArrayToBytesCodec):
             raise CorruptError(f"{what}: decodes int32 levels, the record says {spec.dtype}")
         buf = np.frombuffer(data, np.uint8)
         end = buf.shape[0]
-        n, pos = get_varint(buf, 0, end, what, "the element count")
+        n, pos = read_varint(buf, 0, end, what, "the element count")
         if n != spec.size:
             raise CorruptError(f"{what}: payload holds {n} elements, the tensor has {spec.size}")
         out = np.empty(n, np.int32)

@@ -4,7 +4,7 @@ The elements are viewed as unsigned words of the dtype's width, optionally
 bit-transformed (``rotl1`` moves a float's sign bit to the bottom so the top
 byte is the exponent; ``zigzag`` folds signed integers), and split into byte
 planes, most significant first. Each plane is stored raw, as one repeated
-byte, as a canonical Huffman block (spec/codecs/huffman.md), as a context block
+byte, as a canonical Huffman block (spec/codecs/planes-huffman.md, :mod:`nncodec.entropy.blockhuffman`), as a context block
 (a Huffman table per value of the plane above) or as a zstd frame, whichever
 is smallest. A tensor no plane coding shrinks is stored as its raw bytes
 behind a one-byte header.
@@ -18,7 +18,10 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import CorruptError, LimitError, UsageError
-from . import huffman as hf
+from ..entropy import blockhuffman as hf
+from ..entropy import zstdframe
+from ..entropy.stats import entropy_bits
+from ..entropy.varint import read_varint, write_varint
 from .base import ArraySpec, ArrayToBytesCodec, Context, cfg_choice, cfg_int, cfg_only
 
 TRANSFORMS = ("none", "rotl1", "zigzag")
@@ -123,7 +126,7 @@ class Planes(ArrayToBytesCodec):
         dense = False
         if n >= SAMPLE_MIN:
             sample = data[::n // SAMPLE_SIZE]
-            dense = hf.ideal_bits(np.bincount(sample, minlength=256)) > DENSE_BITS * len(sample)
+            dense = entropy_bits(np.bincount(sample, minlength=256)) > DENSE_BITS * len(sample)
         cands = [(1 + n, MODE_RAW, None)]  # (size, mode, plan or body)
         if not dense:
             hist4 = hf.kernels().histogram4(data, hf.segment_bounds(n))
@@ -131,7 +134,7 @@ class Planes(ArrayToBytesCodec):
             used = np.nonzero(hist)[0]
             # a Huffman block costs at least the Shannon bound plus 4 bits per used symbol;
             # when that cannot beat raw by the required margin, skip building it
-            floor_bits = hf.ideal_bits(hist) + 4 * len(used)
+            floor_bits = entropy_bits(hist) + 4 * len(used)
             dense = len(used) > 1 and floor_bits >= 8 * (n - (n >> PENALTY_SHIFT[MODE_HUFFMAN]))
         if not dense:
             if len(used) == 1:
@@ -163,7 +166,7 @@ class Planes(ArrayToBytesCodec):
             out[pos + 1:pos + 1 + n] = data
             return pos + 1 + n
         body_len = obj.size if mode in (MODE_HUFFMAN, MODE_CONTEXT) else len(obj)
-        head = hf.put_varint(body_len)
+        head = write_varint(body_len)
         q = pos + 1
         out[q:q + len(head)] = np.frombuffer(head, np.uint8)
         q += len(head)
@@ -180,8 +183,7 @@ class Planes(ArrayToBytesCodec):
 
     def _try_zstd(self, data: np.ndarray, best_size: int):
         """A zstd frame of the plane if a sample suggests it beats ``best_size`` bytes, else None."""
-        from .zstd import compress
-
+        compress = zstdframe.compress
         n = len(data)
         if n > ZSTD_SAMPLE:
             chunk = ZSTD_SAMPLE // 4
@@ -252,7 +254,7 @@ class Planes(ArrayToBytesCodec):
             if size - pos < 1:
                 raise CorruptError(f"{what}: payload ends before the plane's byte")
             return np.full(n, buf[pos], np.uint8), pos + 1
-        blen, pos = hf.get_varint(buf, pos, size, what)
+        blen, pos = read_varint(buf, pos, size, what, max_len=hf.VARINT_MAX_LEN)
         if blen > size - pos:
             raise CorruptError(f"{what}: body length {blen} exceeds the {size - pos} bytes left")
         body = buf[pos:pos + blen]
@@ -269,7 +271,7 @@ class Planes(ArrayToBytesCodec):
 
 def _part_size(body: int) -> int:
     """Bytes of a plane part: mode byte, body length, body."""
-    return 1 + len(hf.put_varint(body)) + body
+    return 1 + len(write_varint(body)) + body
 
 
 def _penalty(mode: int, n: int) -> int:
@@ -279,24 +281,4 @@ def _penalty(mode: int, n: int) -> int:
 
 def _zstd_exact(body: np.ndarray, n: int, what: str) -> np.ndarray:
     """Decode a body that must be exactly one zstd frame declaring ``n`` bytes."""
-    import zstandard
-
-    global _dctx
-    try:
-        fp = zstandard.get_frame_parameters(body)
-    except zstandard.ZstdError as e:
-        raise CorruptError(f"{what}: not a valid zstd frame ({e})") from None
-    if fp.content_size != n:
-        raise CorruptError(f"{what}: zstd frame declares content size {fp.content_size}, the plane has {n} bytes")
-    if _dctx is None:
-        _dctx = zstandard.ZstdDecompressor()
-    try:
-        out = _dctx.decompress(body, max_output_size=n, allow_extra_data=False)
-    except zstandard.ZstdError as e:
-        raise CorruptError(f"{what}: zstd data is damaged or followed by other bytes ({e})") from None
-    if len(out) != n:
-        raise CorruptError(f"{what}: zstd frame decoded to {len(out)} bytes, the plane has {n}")
-    return np.frombuffer(out, np.uint8)
-
-
-_dctx = None
+    return np.frombuffer(zstdframe.decompress(body, n, what, exact=n, allow_extra=False), np.uint8)

@@ -14,17 +14,19 @@ costs less under the same model. Every weight moves by at most 2Δ (plus the
 final rounding to the dtype).
 
 Pair it with ``Cabac(states=...)`` of the same state count:
-``Pipeline([Tcq(step), Cabac(8)])``; :func:`pipeline` builds that pair.
+``Pipeline([Tcq(step), Cabac(8)])``; :func:`pipeline` builds that pair. The
+rate model is :func:`nncodec.entropy.contexts.rate_model`, the one the coder's
+contexts define; this module does not depend on the coder.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..entropy import contexts
 from ..errors import CorruptError, UsageError
-from . import cabac as _cabac
-from .base import ArraySpec, ArrayToArrayCodec, Context, cfg_choice, cfg_only
-from .quantize import _cfg_float, _check_float_spec, _check_levels, _finish, _float_arg, _kernel_input
+from .base import ArraySpec, ArrayToArrayCodec, Context, cfg_choice, cfg_float, cfg_only, float_arg
+from .floatcodec import check_float_spec, check_levels, finish, kernel_input
 
 STATE_CHOICES = (4, 8)
 DEFAULT_STATES = 8
@@ -33,16 +35,10 @@ DEFAULT_LAMBDA = 0.3
 #: |w| / step must stay below this so that every level fits int32
 T_MAX = float(2**32 - 8)
 
-_kernels = None
-
-
 def kernels():
-    global _kernels
-    if _kernels is None:
-        from ..kernels import tcq as k
+    from ..kernels import tcq
 
-        _kernels = k
-    return _kernels
+    return tcq
 
 
 class Tcq(ArrayToArrayCodec):
@@ -56,13 +52,11 @@ class Tcq(ArrayToArrayCodec):
     codec_id = "tcq"
 
     def __init__(self, step: float, *, states: int = DEFAULT_STATES, lam: float = DEFAULT_LAMBDA):
-        self.step = _float_arg(step, "step", self.codec_id, 0.0, True)
+        self.step = float_arg(step, "step", self.codec_id, 0.0, True)
         if isinstance(states, (bool, np.bool_)) or states not in STATE_CHOICES:
             raise UsageError(f"tcq: states must be one of {list(STATE_CHOICES)}, found {states!r:.100}")
         self.states = int(states)
-        self.lam = _float_arg(lam, "lam", self.codec_id, 0.0, False)
-        #: the total cost (squared error in step² + lambda * bits) of the last encoding, for tests
-        self.last_cost = None
+        self.lam = float_arg(lam, "lam", self.codec_id, 0.0, False)
 
     def get_config(self) -> dict:
         return {"step": self.step, "states": self.states, "lambda": self.lam}
@@ -71,21 +65,21 @@ class Tcq(ArrayToArrayCodec):
     def from_config(cls, config: dict) -> "Tcq":
         cid = cls.codec_id
         cfg_only(config, cid, ("step", "states", "lambda"))
-        step = _cfg_float(config, "step", cid, 0.0, lo_open=True)
+        step = cfg_float(config, "step", cid, 0.0, lo_open=True)
         if isinstance(config.get("states"), bool):
             raise CorruptError(f"codec {cid!r}: configuration 'states' = {config['states']!r}, must be one of "
                                f"{list(STATE_CHOICES)}")
         states = cfg_choice(config, "states", cid, STATE_CHOICES)
-        lam = _cfg_float(config, "lambda", cid, 0.0)
+        lam = cfg_float(config, "lambda", cid, 0.0)
         return cls(step, states=states, lam=lam)
 
     def resolve(self, spec: ArraySpec) -> ArraySpec:
-        _check_float_spec(spec, self.codec_id)
+        check_float_spec(spec, self.codec_id)
         return ArraySpec("int32", spec.shape)
 
     def scaled(self, arr: np.ndarray, ctx: Context) -> np.ndarray:
         """``fl(x_i / step)`` as float64 (flat), after checking the weights."""
-        arr, name, flat = _kernel_input(arr, self.codec_id, ctx)
+        arr, name, flat = kernel_input(arr, self.codec_id, ctx)
         x = flat.astype(np.float64)
         if x.size and not np.isfinite(x).all():
             i = int(np.flatnonzero(~np.isfinite(x))[0])
@@ -100,19 +94,23 @@ class Tcq(ArrayToArrayCodec):
         return t
 
     def encode(self, arr: np.ndarray, ctx: Context) -> np.ndarray:
+        return self.quantize(arr, ctx)[0]
+
+    def quantize(self, arr: np.ndarray, ctx: Context) -> tuple[np.ndarray, float]:
+        """``(levels, cost)``: the levels :meth:`encode` returns and their total cost,
+        squared error in step² plus ``lambda`` times the bits under the encoder's rate model."""
         k = kernels()
         shape = np.shape(arr)
         t = self.scaled(arr, ctx)
         n = t.shape[0]
-        table, quant = _cabac.state_table(self.states)
-        width = _cabac.row_width(shape)
-        gt = _cabac.DEFAULT_GT
+        table, quant = contexts.state_table(self.states)
+        width = contexts.row_width(shape)
+        gt = contexts.DEFAULT_GT
         g = np.empty(n, np.int32)
         k.greedy(t, table, quant, g)
         if n == 0:
-            self.last_cost = 0.0
-            return g.reshape(shape)
-        cost = _cabac.rate_model(g, shape, self.states, gt)
+            return g.reshape(shape), 0.0
+        cost = contexts.rate_model(g, shape, self.states, gt)
         v = np.empty(n, np.int32)
         k.viterbi(t, width, table, quant, gt, cost, self.lam, g, v)
         dv, bv = k.path_cost(t, v, width, table, quant, gt, cost, self.lam)
@@ -120,33 +118,28 @@ class Tcq(ArrayToArrayCodec):
         jv = dv + self.lam * bv
         jg = dg + self.lam * bg
         out = v if jv <= jg else g
-        self.last_cost = min(jv, jg)
-        return out.reshape(shape)
+        return out.reshape(shape), min(jv, jg)
 
     def decode(self, arr: np.ndarray, spec: ArraySpec, ctx: Context) -> np.ndarray:
-        lv = _check_levels(arr, self.resolve(spec), ctx, self.codec_id).reshape(-1)
+        lv = check_levels(arr, self.resolve(spec), ctx, self.codec_id).reshape(-1)
         if lv.size and int(lv.min()) == -(2**31):
             i = int(np.argmin(lv))
             raise ctx.error(CorruptError, self.codec_id, f"level -2**31 at element {i} is not valid")
-        table, quant = _cabac.state_table(self.states)
+        table, quant = contexts.state_table(self.states)
         work = np.empty(lv.size, np.float64)
         kernels().dequantize(lv, table, quant, self.step, work)
         if not np.isfinite(work).all():
             i = int(np.flatnonzero(~np.isfinite(work))[0])
             raise ctx.error(CorruptError, self.codec_id, f"element {i} reconstructs to {work[i]!r}, not finite")
-        out = _finish(work, spec, ctx, self.codec_id)
-        if spec.dtype == "float32" and out.size and not np.isfinite(out).all():
-            i = int(np.flatnonzero(~np.isfinite(out))[0])
-            raise ctx.error(CorruptError, self.codec_id,
-                            f"element {i} reconstructs to {work[i]!r}, not finite in float32")
-        return out
+        return finish(work, spec, ctx, self.codec_id)
 
 
 def pipeline(step: float, *, states: int = DEFAULT_STATES, lam: float = DEFAULT_LAMBDA, **cabac_kw):
     """``Pipeline([Tcq(step, states, lam), Cabac(states, **cabac_kw)])``."""
     from ..pipeline import Pipeline
+    from .cabac import Cabac
 
-    return Pipeline([Tcq(step, states=states, lam=lam), _cabac.Cabac(states, **cabac_kw)])
+    return Pipeline([Tcq(step, states=states, lam=lam), Cabac(states, **cabac_kw)])
 
 
 def encode_tcq(arr: np.ndarray, step: float, ctx: Context | None = None, lam: float | None = None,

@@ -27,12 +27,12 @@ import struct
 import numpy as np
 
 from .. import dtypes
+from ..dtypes import FLOAT_DTYPES, round_float
 from ..errors import CorruptError, UnsupportedError, UsageError
-from .base import ArraySpec, ArrayToBytesCodec, Context, cfg_only
+from .base import ArraySpec, ArrayToBytesCodec, Context, cfg_only, finite_number
 
 __all__ = ["ThreeLC", "ternarize", "pack", "unpack", "ZERO_GROUP", "RUN_MAX", "MAX_SPARSITY"]
 
-FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
 ZERO_GROUP = 121  #: the byte of five zero digits (p = 1, 1, 1, 1, 1)
 LITERAL_MAX = 242  #: largest byte holding one group
 RUN_MAX = 14  #: groups in one run byte 255
@@ -127,15 +127,8 @@ def unpack(body, n: int, what: str = "3lc") -> np.ndarray:
 
 
 def _sparsity_arg(v) -> float:
-    ok = not isinstance(v, (bool, np.bool_)) and isinstance(v, (int, float, np.integer, np.floating))
-    if ok:
-        try:
-            f = float(v)
-        except OverflowError:
-            ok = False
-        else:
-            ok = math.isfinite(f) and 1.0 <= f <= MAX_SPARSITY
-    if not ok:
+    f = finite_number(v, 1.0, MAX_SPARSITY)
+    if f is None:
         raise UsageError(f"3lc: sparsity must be a finite number in [1, {MAX_SPARSITY:g}], found {v!r:.100}")
     return f
 
@@ -196,14 +189,9 @@ class ThreeLC(ArrayToBytesCodec):
         if not math.isfinite(m) or math.copysign(1.0, m) < 0:
             raise CorruptError(f"{what}: M = {m!r} must be finite and non-negative (sign bit clear)")
         q = unpack(buf[4:], spec.size, what)
-        out = q.astype(np.float64) * m
-        if spec.dtype == "float64":
-            res = out
-        else:
+        res = round_float(q.astype(np.float64) * m, spec.dtype)
+        if spec.dtype != "float64" and spec.size and m:
             with np.errstate(over="ignore"):
-                res = out.astype(np.float32)
-                if spec.dtype != "float32":
-                    res = res.astype(dtypes.to_numpy(spec.dtype))
-                if spec.size and m and not np.isfinite(res).all():
+                if not np.isfinite(res).all():
                     raise CorruptError(f"{what}: M = {m!r} is not finite in {spec.dtype}")
         return res.reshape(spec.shape)

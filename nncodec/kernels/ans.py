@@ -1,6 +1,6 @@
 """Numba kernels of the ``ans`` and ``zerorun`` codecs (static interleaved rANS).
 
-Only compiled kernels live here; :mod:`nncodec.codecs.ans` checks every
+Only compiled kernels live here; :mod:`nncodec.entropy.rans` checks every
 argument before calling one. What the kernels may assume, and what they still
 check themselves:
 
@@ -15,7 +15,7 @@ check themselves:
 
 Error codes returned by the decoders are listed in :data:`ERRORS`; the formats
 are specified in spec/codecs/ans.md and spec/codecs/zerorun.md, and
-:mod:`nncodec.codecs._ans_reference` holds plain-Python versions of every kernel.
+tests/reference/ans.py holds plain-Python versions of every kernel.
 """
 
 from __future__ import annotations

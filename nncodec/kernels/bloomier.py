@@ -12,7 +12,7 @@ argument before calling one, and the kernels trust their arguments completely:
 All integer arithmetic is unsigned 64-bit, modulo 2**64. Scalar arguments
 are cast to uint64 on entry: Numba types a Python int below 2**63 as int64,
 and int64 mixed with uint64 would silently become float64.
-:mod:`nncodec.codecs._bloomier_reference` does the same in plain Python and
+tests/reference/bloomier.py does the same in plain Python and
 the tests require identical results.
 """
 

@@ -1,6 +1,6 @@
 """Numba kernels of the ``cabac`` codec: context modelling and a binary range coder.
 
-The format is specified in spec/codecs/cabac.md; :mod:`nncodec.codecs._cabac_reference`
+The format is specified in spec/codecs/cabac.md; tests/reference/cabac.py
 holds a plain-Python version of every kernel that produces identical output.
 
 What the kernels may assume (the wrapper in :mod:`nncodec.codecs.cabac` checks it):

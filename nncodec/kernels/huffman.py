@@ -1,6 +1,6 @@
 """Numba kernels of the ``planes`` codec and its canonical Huffman coder.
 
-Only compiled kernels live here; :mod:`nncodec.codecs.huffman` and
+Only compiled kernels live here; :mod:`nncodec.entropy.blockhuffman` and
 :mod:`nncodec.codecs.planes` check every argument before calling one. The
 kernels trust their arguments completely:
 
@@ -12,8 +12,8 @@ kernels trust their arguments completely:
   entries, every map entry names an existing table, and encode tables give
   every symbol that occurs a code.
 
-The formats are specified in spec/codecs/planes.md and spec/codecs/huffman.md;
-:mod:`nncodec.codecs._reference` holds plain-Python versions of every kernel.
+The formats are specified in spec/codecs/planes.md and spec/codecs/planes-huffman.md;
+tests/reference/blockhuffman.py holds plain-Python versions of every kernel.
 """
 
 from __future__ import annotations
@@ -267,7 +267,7 @@ def package_merge(counts, max_len):
 
     Symbols of count 0 get length 0. One used symbol gets length 1. Ties are broken
     by symbol value and leaves go before packages of equal weight, so the result is
-    deterministic (spec/codecs/huffman.md, "Encoder").
+    deterministic (spec/codecs/planes-huffman.md, "Encoder").
     """
     lens = np.zeros(256, np.uint8)
     nsym = 0

@@ -1,6 +1,6 @@
 """Numba kernels of the quantizer stages and of the dither generator.
 
-Only compiled kernels live here; :mod:`nncodec.codecs.quantize` and
+Only compiled kernels live here; :mod:`nncodec.codecs.scalar`, `lattice`, `kmeans`, `prune` and
 :mod:`nncodec.dither` check every argument before calling one. The kernels
 trust their arguments completely:
 
@@ -14,7 +14,7 @@ trust their arguments completely:
 Every floating-point operation is float64, in the order the spec pages give
 (spec/dither.md, spec/codecs/scalar.md, spec/codecs/lattice.md,
 spec/codecs/kmeans.md, spec/codecs/prune.md); no fast-math, so no operation is
-fused or reordered. :mod:`nncodec.codecs._quant_reference` holds a plain-NumPy
+fused or reordered. tests/reference/quant.py holds a plain-NumPy
 version of every kernel, and the tests require identical results.
 """
 

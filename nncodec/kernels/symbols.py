@@ -1,4 +1,4 @@
-"""Kernels of the ``huffman`` level coder (spec/codecs/huffman-levels.md). Numba only."""
+"""Kernels of the ``huffman`` level coder (spec/codecs/huffman.md). Numba only."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Numba kernels of the ``tcq`` codec: trellis-coded (dependent) quantization.
 
-The format is specified in spec/codecs/tcq.md; :mod:`nncodec.codecs._tcq_reference`
+The format is specified in spec/codecs/tcq.md; tests/reference/tcq.py
 holds plain-Python versions that produce identical output. The wrapper in
 :mod:`nncodec.codecs.tcq` checks the inputs (finite values, levels that fit int32)
 before a kernel runs.

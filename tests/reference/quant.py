@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..dither import uniform_numpy
+from nncodec.dither import uniform_numpy
 
 LEVEL_MAX = 2147483647.0
 D4, E8 = 0, 1

@@ -1,6 +1,6 @@
 """Plain Python/NumPy reference implementations of the ``planes`` and Huffman kernels.
 
-Slow and simple, written from spec/codecs/planes.md and spec/codecs/huffman.md
+Slow and simple, written from spec/codecs/planes.md and spec/codecs/planes-huffman.md
 rather than from the kernels, so tests can check that the kernels produce the
 same bytes. Nothing here is used when encoding or decoding.
 """
@@ -198,7 +198,7 @@ def encode_context_streams(data, ctx, cmap, tables) -> list[bytes]:
 
 
 def encode_block(data, lens=None) -> bytes:
-    """A complete Huffman block (spec/codecs/huffman.md section 3)."""
+    """A complete Huffman block (spec/codecs/planes-huffman.md section 3)."""
     if lens is None:
         lens = package_merge(np.bincount(np.asarray(data, np.uint8), minlength=256))
     streams = encode_streams(data, lens)

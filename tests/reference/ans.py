@@ -2,7 +2,7 @@
 
 Everything here follows spec/codecs/ans.md and spec/codecs/zerorun.md literally,
 one element at a time with Python integers, and shares no coding code with
-:mod:`nncodec.codecs.ans` or its kernels: the frequency normalisation, the
+:mod:`nncodec.entropy.rans` or its kernels: the frequency normalisation, the
 table bit string, the rANS encoder and decoder, LEB128 and zigzag are written
 out again. Only the encoder's choice of the alphabet size (a floating-point
 estimate, not part of the format) is taken from the codec module, so that both
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ans import choose_alphabet
+from nncodec.entropy.rans import choose_alphabet
 
 RANS_L = 1 << 16
 

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from . import _cabac_reference as cref
+from . import cabac as cref
 
 
 def rmag(c, q):
@@ -115,7 +115,7 @@ def dequantize(levels, states, step):
 
 def encode(x, step, states, lam, shape, gt=16):
     """The levels the ``tcq`` encoder writes (the procedure of spec/codecs/tcq.md §Encoding)."""
-    from .cabac import cost_from_counts, row_width
+    from nncodec.entropy.contexts import cost_from_counts, row_width
 
     t = np.asarray(x, np.float64).reshape(-1) / step
     width = row_width(shape)

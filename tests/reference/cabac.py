@@ -144,7 +144,7 @@ class Encoder:
 
 def encode(levels, shape, states, gt, ra, rb) -> bytes:
     """The coded stream (without the element count) of int levels in C order."""
-    from .cabac import row_width
+    from nncodec.entropy.contexts import row_width
 
     lv = [int(v) for v in np.asarray(levels).reshape(-1)]
     width = row_width(shape)
@@ -207,7 +207,7 @@ class Decoder:
 
 def decode(data: bytes, shape, states, gt, ra, rb) -> np.ndarray:
     """Levels (int32, ``shape``) from a coded stream; raises :class:`Corrupt` on damage."""
-    from .cabac import row_width
+    from nncodec.entropy.contexts import row_width
 
     n = int(np.prod(shape, dtype=np.int64))
     width = row_width(shape)
@@ -259,7 +259,7 @@ def decode(data: bytes, shape, states, gt, ra, rb) -> np.ndarray:
 
 def count_bins(levels, shape, states, gt):
     """(counts[c, b], bypass bins) of coding the levels."""
-    from .cabac import row_width
+    from nncodec.entropy.contexts import row_width
 
     lv = [int(v) for v in np.asarray(levels).reshape(-1)]
     counts = np.zeros((n_contexts(gt), 2), np.int64)
