@@ -1,8 +1,9 @@
 """A short, deterministic fuzz pass over every harness (the long runs: tools/fuzz.py).
 
 Each harness runs under nncodec's random-mutation driver (fuzz/driver.py) with
-a fixed seed, bounded by an iteration count and by wall time (about 16 s per
-harness, two harnesses at a time), in a subprocess whose address space is
+a fixed seed, bounded by an iteration count and by wall time (about 11 s per
+harness, two groups of three harnesses at a time, the structure-aware
+``pickles`` and ``zips`` included), in a subprocess whose address space is
 capped so that an unbounded allocation fails as a MemoryError. Any finding
 fails the test and leaves its input in the test's temporary folder: copy it to
 tests/regressions/ as ``<harness>-<what>.bin`` once the bug is fixed.
@@ -19,8 +20,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: (harnesses run in one process, seconds per harness, iteration cap per harness)
 GROUPS = (
-    ("container_crc,container", 16, 8000),
-    ("codecs,checkpoints", 16, 12000),
+    ("container_crc,container,pickles", 11, 8000),
+    ("codecs,checkpoints,zips", 11, 12000),
 )
 SEED = 20261122
 MEMORY_MB = 3072

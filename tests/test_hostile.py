@@ -460,7 +460,8 @@ _ANS = pytest.importorskip  # (keeps flake8 quiet about the name below when ans 
 def test_rans_hostile_payloads(codec, payload):
     pytest.importorskip("nncodec.codecs.ans")
     from nncodec.codecs import Context
-    from nncodec.codecs.ans import Ans, ZeroRun
+    from nncodec.codecs.ans import Ans
+    from nncodec.codecs.zerorun import ZeroRun
     from nncodec.codecs.base import ArraySpec
 
     c = (Ans if codec == "ans" else ZeroRun)()
