@@ -403,3 +403,10 @@ def test_bad_constructor_arguments():
         Ans(precision=20)
     with pytest.raises(UsageError):
         ZeroRun(states=5)
+
+
+def test_conformance():
+    from conformance import check_codec
+
+    check_codec(Ans(), np.array([[1, -2, 3], [0, 0, 127]], np.int8),
+                bad_configs=[{"precision": 17, "states": 8}, {"precision": 14, "states": 5}, {"x": 1}])

@@ -486,3 +486,10 @@ def test_random_byte_flips_never_crash():
         except CorruptError:
             continue
         assert ArraySpec.of(out) == spec  # a flip in the table decodes (lossy) but stays in bounds
+
+
+def test_conformance():
+    from conformance import check_codec
+
+    check_codec(Bloomier(r=4, t=8), sparse(2000, 0.1, seed=3), exact=False,
+                bad_configs=[{"r": 4, "t": 4, "zstd": None}, {"r": 0, "t": 8, "zstd": None}])

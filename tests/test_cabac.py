@@ -270,3 +270,10 @@ def test_spec_vectors(levels, cfg, hexdata):
     assert codec.encode(x, CTX).hex() == hexdata
     assert ref.encode(x, x.shape, s, gt, ra, rb).hex() == hexdata[2:]
     np.testing.assert_array_equal(codec.decode(memoryview(bytes.fromhex(hexdata)), ArraySpec.of(x), CTX), x)
+
+
+def test_conformance():
+    from conformance import check_codec
+
+    check_codec(Cabac(1), np.array([[0, 1, -3], [2, 0, 0]], np.int32),
+                bad_configs=[{"states": 2, "gt": 16, "rate_fast": 5, "rate_slow": 8}, {"states": 1}])

@@ -323,3 +323,10 @@ def test_element_limit():
     ctx = Context(name="w", limits=DEFAULT_LIMITS.replace(max_elements=10))
     with pytest.raises(LimitError):
         Planes.for_dtype("uint8").decode(b"\x01\x01\x00", ArraySpec("uint8", (11,)), ctx)
+
+
+def test_conformance():
+    from conformance import check_codec
+
+    check_codec(Planes("rotl1", 3), np.linspace(-1, 1, 5000, dtype=np.float32),
+                bad_configs=[{"transform": "rot", "level": 3}, {"transform": "none", "level": 99}])

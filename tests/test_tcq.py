@@ -291,3 +291,10 @@ def test_tcq_beats_scalar_at_equal_rate():
     gain = snr(q.decode(lt, ArraySpec.of(x), CTX)) - snr(s.decode(ls, ArraySpec.of(x), CTX))
     # convert the rate difference at 6.02 dB per bit
     assert gain + 6.02 * (rs - rt) > 0.6
+
+
+def test_conformance():
+    from conformance import check_codec
+
+    check_codec(Tcq(0.05), np.random.default_rng(0).standard_normal((6, 10)).astype(np.float32), exact=False,
+                bad_configs=[{"step": 0.1}, {"step": 0.1, "states": 3, "lambda": 0.3}])

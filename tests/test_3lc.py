@@ -146,3 +146,10 @@ def test_overflow_and_dtypes():
 def test_bad_config(cfg):
     with pytest.raises(CorruptError):
         ThreeLC.from_config(cfg)
+
+
+def test_conformance():
+    from conformance import check_codec
+
+    check_codec(ThreeLC(1.5), np.random.default_rng(0).standard_normal(40).astype(np.float32), exact=False,
+                bad_configs=[{"sparsity": 0.5}, {"x": 1}])
