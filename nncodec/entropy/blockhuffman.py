@@ -290,14 +290,16 @@ def _check_ends(pb: np.ndarray, sb: np.ndarray, status: int, bitpos: np.ndarray,
             raise CorruptError(f"{what}: bitstream {k} has nonzero padding bits")
 
 
+def _decode_start(data, n: int, out, what: str, kind: str):
+    """``(bytes as uint8, their count, output buffer)``; a block codes at least one symbol."""
+    if n == 0:
+        raise CorruptError(f"{what}: {kind} must code at least one symbol")
+    return as_u8(data), len(as_u8(data)), np.empty(n, np.uint8) if out is None else out
+
+
 def decode_block(data, n: int, what: str, out: np.ndarray | None = None) -> np.ndarray:
     """Decode a Huffman block (all of ``data``) into ``n`` bytes; raise CorruptError if it is not one."""
-    buf = as_u8(data)
-    end = len(buf)
-    if out is None:
-        out = np.empty(n, np.uint8)
-    if n == 0:
-        raise CorruptError(f"{what}: a Huffman block must code at least one symbol")
+    buf, end, out = _decode_start(data, n, out, what, "a Huffman block")
     lens, pos = parse_table(buf, 0, end, what)
     sb = _stream_layout(buf, pos, end, what)
     if np.count_nonzero(lens) == 1:
@@ -416,15 +418,10 @@ def write_context_block(data: np.ndarray, ctx: np.ndarray, plan: ContextPlan, ou
 
 def decode_context_block(data, ctx, what: str, out: np.ndarray | None = None) -> np.ndarray:
     """Decode a context block (all of ``data``) given ``ctx``: ``len(ctx)`` bytes out."""
-    buf = as_u8(data)
     ctx = np.ascontiguousarray(as_u8(ctx)).view()
     ctx.flags.writeable = False  # one kernel specialization for every caller
     n = len(ctx)
-    end = len(buf)
-    if out is None:
-        out = np.empty(n, np.uint8)
-    if n == 0:
-        raise CorruptError(f"{what}: a context block must code at least one symbol")
+    buf, end, out = _decode_start(data, n, out, what, "a context block")
     if end < 3:
         raise CorruptError(f"{what}: data ends inside the context block header")
     first, last, ntab = int(buf[0]), int(buf[1]), int(buf[2]) + 1

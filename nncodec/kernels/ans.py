@@ -246,6 +246,7 @@ def _escape(buf, epos, eend, a, zoff, zmax, signed):
     return OK, epos, z
 
 
+# Deliberately specialised decoder for 4 interleaved states (see _fast8 for 8).
 @njit(cache=True, nogil=True)
 def _fast4(buf, wpos, wend, epos, eend, st, prec, table, symval, esc, zoff, zmax, signed, out):
     """Rounds of 4 symbols with the states in registers (see :func:`rans_decode`)."""
@@ -304,6 +305,8 @@ def _fast4(buf, wpos, wend, epos, eend, st, prec, table, symval, esc, zoff, zmax
     return OK, i, wpos, epos
 
 
+# Deliberate unrolled copy of _fast4 for 8 states: the state loop unrolled by hand keeps the
+# states in registers (Numba does not unroll it); the two must stay in step (tests compare both).
 @njit(cache=True, nogil=True)
 def _fast8(buf, wpos, wend, epos, eend, st, prec, table, symval, esc, zoff, zmax, signed, out):
     """Rounds of 8 symbols with the states in registers (see :func:`rans_decode`)."""

@@ -38,6 +38,8 @@ _U4 = np.uint64(4)
 _U8 = np.uint64(8)
 
 
+# Deliberate copy of kernels.quant._mix64 (the SplitMix64 finalizer): each kernel module compiles
+# on its own, so bloomier never imports, and compiles, the quantizer kernels.
 @njit(cache=True, nogil=True, inline="always")
 def _mix64(z):
     z = (z ^ (z >> _S30)) * _M1
@@ -171,6 +173,7 @@ def unpack(data, t, m, out):
     return rest
 
 
+# Deliberately inlines the probe of _g (three hashed cells per key) in the dense lookup loop.
 @njit(cache=True, nogil=True)
 def lookup(table, k, seg, tmask, c, cent, out):
     """``out[p]`` = the decoded value of position p, for p in [0, len(out))."""
@@ -190,6 +193,8 @@ def lookup(table, k, seg, tmask, c, cent, out):
             out[p] = 0.0
 
 
+# Deliberately specialised variant of lookup for a given list of keys (the fine-tuning layers'
+# masks); same probe sequence as _g, kept inline for speed.
 @njit(cache=True, nogil=True)
 def lookup_keys(table, k, seg, tmask, keys, out):
     """``out[i]`` = the raw t-bit value x of ``keys[i]`` (for tests and inspection)."""

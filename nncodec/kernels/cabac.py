@@ -261,6 +261,8 @@ def _dec_bin(d, buf, m, c, ra, rb):
     return b
 
 
+# Deliberately specialised copy of _dec_bin's renormalisation for equiprobable (bypass) bins:
+# no probability update, so the hot Exp-Golomb suffix loop stays short.
 @njit(cache=True, nogil=True, inline="always")
 def _dec_bypass(d, buf):
     rng = d[1] >> 1

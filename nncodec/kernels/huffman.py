@@ -100,6 +100,7 @@ def split4(x, transform, out):
             _put4(out, i, x[i])
 
 
+# Deliberate unrolled variant of _put4 for 8 output bytes: one branch-free store per byte.
 @njit(inline="always", cache=True)  # inlined into cached callers
 def _put8(out, i, v):
     m = np.uint64(255)
