@@ -197,15 +197,13 @@ class Writer:
     def add(self, name: str, array, *, pipeline: Pipeline | None = None) -> TensorInfo:
         """Encode ``array`` (losslessly unless ``pipeline`` says otherwise) and write it."""
         self._new_name(name)
-        arr = np.asarray(array)
-        arr, dt = dtypes.as_stored(arr)
-        ctx = Context(name=name, limits=self._limits)
         if pipeline is None:
-            from .strategy import encode_lossless
+            from .encode import plan
 
-            pipeline, payload = encode_lossless(arr, ctx)
-        else:
-            payload = pipeline.encode(arr, ctx)
+            c = plan({name: array}, limits=self._limits)[name]
+            return self.add_encoded(name, c.dtype, c.shape, c.pipeline, c.payload)
+        arr, dt = dtypes.as_stored(np.asarray(array))
+        pipeline, payload = pipeline.fit_encode(arr, Context(name=name, limits=self._limits))
         return self.add_encoded(name, dt, arr.shape, pipeline, payload)
 
     def add_encoded(self, name: str, dtype: str, shape, pipeline: Pipeline, payload) -> TensorInfo:
@@ -233,6 +231,11 @@ class Writer:
     @property
     def infos(self) -> list:
         return list(self._infos)
+
+    @property
+    def limits(self) -> Limits:
+        """The limits tensors are encoded under."""
+        return self._limits
 
     def close(self) -> None:
         """Write the index and trailer; for a path, move the file into place."""
@@ -475,6 +478,11 @@ class StreamReader:
         self.error: NNCodecError | None = None
         self.names: list = []
 
+    @property
+    def bytes_read(self) -> int:
+        """How many bytes of the stream have been read so far."""
+        return self._src.pos
+
     def __iter__(self):
         try:
             yield from self._run()
@@ -542,7 +550,7 @@ def iter_decode(stream, *, limits: Limits = DEFAULT_LIMITS, salvage: bool = Fals
 # ----------------------------------------------------------------- in memory
 
 
-def _aliases_of(tensors: dict) -> dict:
+def shared_memory_aliases(tensors: dict) -> dict:
     """Names whose array is the very same object (or same memory) as an earlier one."""
     seen: dict = {}
     out: dict = {}
@@ -559,7 +567,7 @@ def _aliases_of(tensors: dict) -> dict:
 def encode_tensors(tensors: dict, *, metadata: dict | None = None, limits: Limits = DEFAULT_LIMITS) -> bytes:
     """Encode a dict of arrays to .nnc bytes (arrays that are the same memory become aliases)."""
     buf = io.BytesIO()
-    aliases = _aliases_of(tensors)
+    aliases = shared_memory_aliases(tensors)
     with Writer(buf, metadata=metadata, limits=limits) as w:
         for name, arr in tensors.items():
             if name in aliases:

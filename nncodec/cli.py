@@ -56,7 +56,18 @@ class Progress:
             sys.stderr.flush()
 
 
+_ENCODE_EPILOG = """lossy coding:
+  Float tensors with at least 2 dimensions and 1024 elements are coded lossily; 1-D
+  tensors (biases, norms), tiny tensors and integer buffers stay lossless. --keep and
+  --lossy (shell globs on tensor names, repeatable) override the rule; --keep wins.
+  --bits and --snr share the rate across tensors at equal rate-distortion slope.
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
+    from .encode.options import OBJECTIVES, QUANTIZERS
+    from .encode.presets import PRESETS, help_text
+
     p = argparse.ArgumentParser(
         prog="nncodec",
         description="Small files for neural-network weights. Reads safetensors, PyTorch .pt/.pth/.bin "
@@ -70,13 +81,7 @@ def _parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Encode a checkpoint to a .nnc file: losslessly, unless a rate option "
                        "(--bits, --snr, --step, --max-error) or --preset is given.",
-                       epilog="""lossy coding:
-  Float tensors with at least 2 dimensions and 1024 elements are coded lossily; 1-D
-  tensors (biases, norms), tiny tensors and integer buffers stay lossless. --keep and
-  --lossy (shell globs on tensor names, repeatable) override the rule; --keep wins.
-  --bits and --snr share the rate across tensors at equal rate-distortion slope.
-  presets: fast (6 bits, one coder), balanced (4 bits), small (3 bits); a rate
-  option overrides the preset's default rate.""")
+                       epilog=_ENCODE_EPILOG + help_text())
     e.add_argument("input", help="checkpoint: .safetensors, .pt/.pth/.bin, .npz")
     e.add_argument("output", help=".nnc file to write (written atomically)")
     e.add_argument("--format", choices=["safetensors", "torch", "npz"], help="input format (default: detected from the bytes)")
@@ -86,12 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     rate.add_argument("--snr", type=float, metavar="DB", help="weight SNR in dB over the lossy tensors")
     rate.add_argument("--step", type=float, metavar="D", help="one quantization step for every lossy tensor")
     rate.add_argument("--max-error", type=float, metavar="E", help="no weight changes by more than E")
-    e.add_argument("--preset", choices=["fast", "balanced", "small"], help="lossy settings in one word")
+    e.add_argument("--preset", choices=list(PRESETS), help="lossy settings in one word")
     e.add_argument("--keep", action="append", default=[], metavar="PATTERN", help="keep matching tensors lossless")
     e.add_argument("--lossy", action="append", default=[], metavar="PATTERN", help="code matching float tensors lossily")
-    e.add_argument("--quantizer", choices=["scalar", "lattice-d4", "lattice-e8"], default="scalar",
+    e.add_argument("--quantizer", choices=list(QUANTIZERS), default="scalar",
                    help="quantizer for lossy tensors (default scalar)")
-    e.add_argument("--objective", choices=["relative", "mse"], default="relative",
+    e.add_argument("--objective", choices=list(OBJECTIVES), default="relative",
                    help="what rate allocation minimises: each tensor's relative error (default) or the total squared error")
     e.add_argument("--dither", action="store_true", help="subtractive dither: unbiased reconstruction")
     e.add_argument("--seed", type=int, default=0, help="dither seed (default 0)")
@@ -165,15 +170,15 @@ def _parse_metadata(items) -> dict:
 
 
 def cmd_encode(a) -> int:
+    from .encode import EncodeOptions
     from .files import encode_file
 
+    opts = EncodeOptions.from_keywords(**{k: getattr(a, k) for k in EncodeOptions.KEYWORDS if hasattr(a, k)})
     prog = Progress("encoding", not a.quiet)
     t0 = time.perf_counter()
     try:
         infos = encode_file(a.input, a.output, format=a.format, metadata=_parse_metadata(a.metadata), progress=prog,
-                            bits=a.bits, snr=a.snr, step=a.step, max_error=a.max_error, preset=a.preset,
-                            keep=a.keep, lossy=a.lossy, quantizer=a.quantizer, dither=a.dither, seed=a.seed,
-                            objective=a.objective)
+                            options=opts)
     finally:
         prog.close()
     dt = time.perf_counter() - t0

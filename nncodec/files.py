@@ -13,34 +13,37 @@ from .format.constants import DEFAULT_LIMITS, Limits
 _FAMILY = {"torch": {"torch", "torch-legacy"}, "safetensors": {"safetensors"}, "npz": {"npz"}}
 
 
-def _progress_iter(items, progress, total_bytes):
+def _progress_iter(items, progress, total_bytes, tensors):
     if progress is None:
         yield from items
         return
     done = 0
-    for name, arr in items:
-        yield name, arr
-        done += getattr(arr, "nbytes", 0)
+    for name, coded in items:
+        yield name, coded
+        done += getattr(tensors[name], "nbytes", 0)
         progress(name, done, total_bytes)
 
 
 def encode_file(src, dst, *, format: str | None = None, metadata: dict | None = None,
-                limits: Limits = DEFAULT_LIMITS, progress=None, bits: float | None = None,
-                snr: float | None = None, step: float | None = None, max_error: float | None = None,
-                preset: str | None = None, keep=(), lossy=(), overrides: dict | None = None,
-                quantizer: str = "scalar", objective: str = "relative", dither: bool = False,
-                seed: int = 0) -> list:
+                limits: Limits = DEFAULT_LIMITS, progress=None, options=None, **keywords) -> list:
     """Encode the checkpoint ``src`` (safetensors, torch, npz) to the .nnc file ``dst``.
 
-    Lossless unless one of ``bits``, ``snr``, ``step``, ``max_error`` or
-    ``preset`` is given (see :mod:`nncodec.lossy` for which tensors are coded
-    lossily and how the rate is shared). ``overrides`` maps a tensor name to
-    ``"lossless"``, ``"lossy"``, a step size, or a :class:`~nncodec.Pipeline`.
-    ``dst`` is written atomically; ``src`` is never modified. ``metadata``
-    (str -> str) is added to the file's user metadata. ``progress``, if
-    given, is called as ``progress(tensor_name, bytes_done, bytes_total)``.
+    ``options`` is an :class:`nncodec.encode.EncodeOptions`, or give its flat keywords
+    (``bits``, ``snr``, ``step``, ``max_error``, ``preset``, ``keep``, ``lossy``,
+    ``overrides``, ``quantizer``, ``objective``, ``dither``, ``seed``). Lossless unless
+    a rate, a preset or overrides are given (see :mod:`nncodec.encode.planner` for which
+    tensors are coded lossily and :mod:`nncodec.encode.rate` for how the rate is shared).
+    ``overrides`` maps a tensor name to ``"lossless"``, ``"lossy"``, a step size, or a
+    :class:`~nncodec.Pipeline`. ``dst`` is written atomically; ``src`` is never
+    modified. ``metadata`` (str -> str) is added to the file's user metadata.
+    ``progress``, if given, is called as ``progress(tensor_name, bytes_done, bytes_total)``.
     Returns the list of :class:`nncodec.api.TensorInfo` of the written tensors.
     """
+    from .encode import EncodeOptions
+
+    if options is not None and keywords:
+        raise UsageError(f"give options either as EncodeOptions or as keywords, not both ({sorted(keywords)})")
+    opts = options if options is not None else EncodeOptions.from_keywords(**keywords)
     src, dst = os.fspath(src), os.fspath(dst)
     if not os.path.isfile(src):
         raise UsageError(f"{src}: no such file")
@@ -52,14 +55,6 @@ def encode_file(src, dst, *, format: str | None = None, metadata: dict | None = 
     md[nio.SOURCE_FORMAT_KEY] = ck.format
     if metadata:
         md.update(metadata)
-    opts = None
-    if any(v is not None for v in (bits, snr, step, max_error, preset)) or overrides:
-        from .lossy import LossyOptions
-
-        opts = LossyOptions(bits=bits, snr=snr, step=step, max_error=max_error, preset=preset or "balanced",
-                            keep=tuple(keep), lossy=tuple(lossy), quantizer=quantizer, objective=objective,
-                            dither=dither, seed=seed,
-                            overrides=dict(overrides or {}))
     with atomic_path(dst, inputs=[src]) as tmp, open(tmp, "wb") as f:
         with Writer(f, metadata=md, limits=limits) as w:
             write_tensors(w, ck.tensors, ck.aliases, opts, progress)
@@ -67,60 +62,17 @@ def encode_file(src, dst, *, format: str | None = None, metadata: dict | None = 
     return infos
 
 
-def write_tensors(w: Writer, tensors: dict, aliases: dict, opts=None, progress=None) -> None:
-    """Add ``tensors`` (lossless, or lossy per ``opts``) and ``aliases`` to a Writer."""
-    from .pipeline import Pipeline
+def write_tensors(w: Writer, tensors: dict, aliases: dict, options=None, progress=None) -> None:
+    """Add ``tensors`` (coded as :func:`nncodec.encode.plan` decides under ``options``;
+    lossless by default) and ``aliases`` to a Writer."""
+    from .encode import iter_plan
 
-    coded = {}
-    if opts is not None:
-        coded = _encode_lossy_tensors(tensors, opts, w._limits)
     total = sum(a.nbytes for a in tensors.values())
-    for name, arr in _progress_iter(tensors.items(), progress, total):
-        explicit = opts.overrides.get(name) if opts is not None else None
-        if isinstance(explicit, Pipeline):
-            w.add(name, arr, pipeline=explicit)
-        elif name in coded:
-            from . import dtypes
-
-            pipe, payload = coded[name]
-            a, dt = dtypes.as_stored(arr)
-            w.add_encoded(name, dt, a.shape, pipe, payload)
-        else:
-            w.add(name, arr)
+    coded = iter_plan(tensors, options, limits=w.limits)
+    for name, c in _progress_iter(coded, progress, total, tensors):
+        w.add_encoded(name, c.dtype, c.shape, c.pipeline, c.payload)
     for a, t in aliases.items():
         w.add_alias(a, t)
-
-
-def _encode_lossy_tensors(tensors: dict, opts, limits) -> dict:
-    """name -> (pipeline, payload) for the lossy tensors, the rate allocated across them.
-
-    With a ``bits`` target the payloads are measured after coding; if they overshoot by
-    more than 1% (the rate model is an estimate), the budget is scaled down once and the
-    tensors coded again.
-    """
-    import dataclasses
-
-    from .codecs import Context
-    from .lossy import allocate, encode_lossy, is_lossy
-    from .pipeline import Pipeline
-
-    chosen = {n: a for n, a in tensors.items() if is_lossy(n, a, opts)}
-    fixed = {n: float(v) for n, v in opts.overrides.items() if isinstance(v, (int, float)) and n in chosen}
-    free = {n: a for n, a in chosen.items() if n not in fixed and not isinstance(opts.overrides.get(n), Pipeline)}
-
-    def code(o):
-        steps = allocate(free, o)
-        steps.update(fixed)
-        return {n: encode_lossy(n, tensors[n], st, o, Context(name=n, limits=limits)) for n, st in steps.items()}
-
-    coded = code(opts)
-    if opts.bits is not None and free:
-        n_weights = sum(tensors[n].size for n in coded)
-        bits = 8 * sum(len(p) for _, p in coded.values())
-        target = opts.bits * n_weights
-        if bits > 1.01 * target:
-            coded = code(dataclasses.replace(opts, bits=opts.bits * target / bits))
-    return coded
 
 
 def output_format(dst, recorded: str | None, format: str | None) -> str:
@@ -166,7 +118,7 @@ def decode_file(src, dst, *, format: str | None = None, limits: Limits = DEFAULT
             ids[id(arr)] = name
             tensors[name] = arr
         if progress is not None:
-            progress(name, stream._src.pos, total)
+            progress(name, stream.bytes_read, total)
     md = dict(stream.metadata)
     recorded = md.get(nio.SOURCE_FORMAT_KEY)
     fmt = output_format(dst, recorded, format)

@@ -7,7 +7,7 @@ import nncodec
 from nncodec.cli import main
 from nncodec.compare import compare, load_tensors
 from nncodec.io import Checkpoint, read_checkpoint, write_checkpoint
-from nncodec.lossy import LossyOptions, allocate, is_lossy
+from nncodec.encode import EncodeOptions, allocate, is_lossy
 
 from helpers import assert_same
 
@@ -36,15 +36,15 @@ def _encode(src, tmp_path, **kw):
 
 
 def test_default_rule():
-    o = LossyOptions(bits=4)
+    o = EncodeOptions.from_keywords(bits=4)
     assert is_lossy("a", np.zeros((64, 64), np.float32), o)
     assert not is_lossy("a", np.zeros(5000, np.float32), o)  # 1-D
     assert not is_lossy("a", np.zeros((4, 4), np.float32), o)  # tiny
     assert not is_lossy("a", np.zeros((64, 64), np.int32), o)  # integer
-    o = LossyOptions(bits=4, keep=("enc.*",), lossy=("*.bias", "enc.*"))
+    o = EncodeOptions.from_keywords(bits=4, keep=("enc.*",), lossy=("*.bias", "enc.*"))
     assert not is_lossy("enc.weight", np.zeros((64, 64), np.float32), o)  # keep wins
     assert is_lossy("dec.bias", np.zeros(10, np.float32), o)
-    assert not is_lossy("steps", np.zeros(10, np.int64), LossyOptions(bits=4, lossy=("*",)))
+    assert not is_lossy("steps", np.zeros(10, np.int64), EncodeOptions.from_keywords(bits=4, lossy=("*",)))
 
 
 @pytest.mark.parametrize("bits", [2.0, 3.0, 4.0, 6.0])
@@ -125,23 +125,23 @@ def test_lattice_quantizers(model, tmp_path):
 
 def test_bad_options():
     with pytest.raises(nncodec.UsageError, match="choose one"):
-        LossyOptions(bits=3, snr=20)
+        EncodeOptions.from_keywords(bits=3, snr=20)
     with pytest.raises(nncodec.UsageError):
-        LossyOptions(bits=-1)
+        EncodeOptions.from_keywords(bits=-1)
     with pytest.raises(nncodec.UsageError, match="preset"):
-        LossyOptions(preset="tiny")
+        EncodeOptions.from_keywords(preset="tiny")
     with pytest.raises(nncodec.UsageError, match="scalar"):
-        LossyOptions(max_error=0.1, quantizer="lattice-e8")
+        EncodeOptions.from_keywords(max_error=0.1, quantizer="lattice-e8")
 
 
 def test_allocation_is_not_one_step_for_all():
     rng = np.random.default_rng(0)
     t = {"small": rng.standard_normal((300, 300)) * 0.25, "big": rng.standard_normal((300, 300)) * 1.0}
     # relative error counts: steps follow each tensor's scale (4x apart)
-    steps = allocate(t, LossyOptions(bits=5))
+    steps = allocate(t, EncodeOptions.from_keywords(bits=5))
     assert 3.0 < steps["big"] / steps["small"] < 5.5
     # total squared error counts: at high rate the equal-slope step is the same for both
-    steps = allocate(t, LossyOptions(bits=5, objective="mse"))
+    steps = allocate(t, EncodeOptions.from_keywords(bits=5, objective="mse"))
     assert 0.7 < steps["big"] / steps["small"] < 1.45
 
 

@@ -303,9 +303,9 @@ def run_nncodec_point(data: dict, scorer: Scorer, cfg: dict, tmpdir: str) -> dic
     sys.path.insert(0, bc.REPO_ROOT)
     import nncodec
     from nncodec.files import write_tensors
-    from nncodec.lossy import LossyOptions
+    from nncodec.encode import EncodeOptions
 
-    opts = LossyOptions(bits=cfg["bits"], lossy=tuple(_glob_escape(n) for n in data["lossy"]),
+    opts = EncodeOptions.from_keywords(bits=cfg["bits"], lossy=tuple(_glob_escape(n) for n in data["lossy"]),
                         quantizer=cfg["quantizer"], objective=cfg["objective"], dither=cfg["dither"],
                         preset=cfg.get("preset", "balanced"))
     buf = io.BytesIO()
@@ -450,12 +450,12 @@ def worker_speed(args) -> None:
     t0 = time.perf_counter()
     import nncodec
     from nncodec.files import write_tensors
-    from nncodec.lossy import LossyOptions, allocate
+    from nncodec.encode import EncodeOptions, allocate
 
     t_import = time.perf_counter() - t0
     patterns = tuple(_glob_escape(n) for n in arrays)
-    fixed = LossyOptions(overrides=dict(steps))  # every tensor at its given step: no search
-    rate = LossyOptions(bits=SPEED_BITS, lossy=patterns)
+    fixed = EncodeOptions.from_keywords(overrides=dict(steps))  # every tensor at its given step: no search
+    rate = EncodeOptions.from_keywords(bits=SPEED_BITS, lossy=patterns)
 
     def encode(opts):
         buf = io.BytesIO()
@@ -487,12 +487,12 @@ def worker_speed(args) -> None:
 
 def run_speed(data: dict, runs: int, quick: bool, tmpdir: str) -> dict:
     sys.path.insert(0, bc.REPO_ROOT)
-    from nncodec.lossy import LossyOptions, allocate
+    from nncodec.encode import EncodeOptions, allocate
 
     lossy = {k: data["tensors"][k] for k in data["lossy"]}
     array_dir = os.path.join(tmpdir, f"{data['name']}_speed")
     bc.write_array_dir(array_dir, lossy)
-    steps = allocate(lossy, LossyOptions(bits=SPEED_BITS, lossy=tuple(_glob_escape(n) for n in lossy)))
+    steps = allocate(lossy, EncodeOptions.from_keywords(bits=SPEED_BITS, lossy=tuple(_glob_escape(n) for n in lossy)))
     with open(os.path.join(array_dir, "steps.json"), "w") as f:
         json.dump(steps, f)
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "speed", "--array-dir", array_dir]
@@ -580,11 +580,13 @@ def worker_speed_small(args) -> None:
     import nncodec
     from nncodec import dtypes
     from nncodec.codecs import Context
-    from nncodec.codecs.tcq import encode_tcq
+    from nncodec.codecs import codec_class
+    from nncodec.encode import smallest
+    from nncodec.pipeline import Pipeline
     from nncodec.files import write_tensors
-    from nncodec.lossy import LossyOptions
+    from nncodec.encode import EncodeOptions
 
-    rate = LossyOptions(bits=spec["bits"], preset="small", objective="mse",
+    rate = EncodeOptions.from_keywords(bits=spec["bits"], preset="small", objective="mse",
                         lossy=tuple(_glob_escape(n) for n in arrays))
 
     def encode_fixed():
@@ -592,7 +594,8 @@ def worker_speed_small(args) -> None:
         with nncodec.Writer(buf) as w:
             for n, a in arrays.items():
                 a, dt = dtypes.as_stored(a)
-                pipe, payload = encode_tcq(a, steps[n], Context(name=n))
+                tcq = codec_class("tcq")(steps[n])
+                pipe, payload = smallest(a, [Pipeline([tcq, codec_class("cabac")(tcq.states)])], Context(name=n))
                 w.add_encoded(n, dt, a.shape, pipe, payload)
         return buf.getvalue()
 
@@ -1348,7 +1351,7 @@ def doc_section(report: dict, args) -> str:
                        f"row's QP (`nncodec.nn.encode(..., args={{\"qp\": QP}})` and `nncodec.nn.decode`, in NNCodec's "
                        f"venv, torch one thread). *Fixed steps*: `nncodec.codecs.tcq.encode_tcq(w, step)` per tensor "
                        f"with the trellis step that the `bits=` encoding chose, written with `Writer.add_encoded`; "
-                       f"*bits=*: `write_tensors` with `LossyOptions(bits=B, preset=\"small\", objective=\"mse\")`, "
+                       f"*bits=*: `write_tensors` with `EncodeOptions.from_keywords(bits=B, preset=\"small\", objective=\"mse\")`, "
                        f"allocation and any second pass included; *decode*: `nncodec.decode_bytes`. Each call once "
                        f"untimed, then the median of {args.runs} run(s), measured with both clocks for both systems; "
                        f"the speed-ups are ratios of CPU time (`time.process_time`, which the load of a shared "

@@ -34,10 +34,11 @@ import numpy as np  # noqa: E402
 
 import _bench_common as bc  # noqa: E402
 import shannon  # noqa: E402
-from nncodec.codecs.ans import Ans, empirical_entropy_bits  # noqa: E402
+from nncodec.codecs.ans import Ans  # noqa: E402
+from nncodec.entropy.stats import empirical_entropy_bits  # noqa: E402
 from nncodec.codecs.base import ArraySpec, Context  # noqa: E402
 from nncodec.codecs.cabac import Cabac  # noqa: E402
-from nncodec.codecs.quantize import Scalar  # noqa: E402
+from nncodec.codecs.scalar import Scalar  # noqa: E402
 from nncodec.codecs.tcq import Tcq  # noqa: E402
 
 MODELS = {

@@ -22,7 +22,7 @@ weight interpolated on the plain curve): below 1 the pipeline wins.
 
 Part 2 (digits): prune -> fine-tune -> cluster (or Bloomier-code layer by
 layer, freezing each and fine-tuning the rest, as Weightless does) ->
-fine-tune, with nncodec.torch on the training split only; accuracy on the
+fine-tune, with nncodec.finetune on the training split only; accuracy on the
 test split. Compression ratio = float32 bytes of all weights and biases over
 the bytes of the whole .nnc file, and over the payload bytes.
 
@@ -133,13 +133,14 @@ def _kmeans_pipeline(w, sparsity, coder):
 
     from nncodec.codecs.ans import Ans, ZeroRun
     from nncodec.codecs.planes import Planes
-    from nncodec.codecs.quantize import KMeans, Prune, sparsity_threshold
+    from nncodec.codecs.kmeans import KMeans
+    from nncodec.codecs.prune import Prune, sparsity_threshold
     from nncodec.pipeline import Pipeline
 
     a = np.abs(w.astype(np.float64)).reshape(-1)
     thr = sparsity_threshold(a, sparsity)
     keep = w.reshape(-1)[a >= thr].astype(np.float32)
-    c = KMeans(k=min(KM_K, max(1, np.unique(keep).size))).fit(keep) if keep.size else np.zeros(0)
+    c = KMeans(k=min(KM_K, max(1, np.unique(keep).size))).fit(keep).centroids if keep.size else np.zeros(0)
     c = np.unique(np.concatenate([c, [0.0]]))
     ent = {"ans": Ans, "zerorun": ZeroRun, "huffman": lambda: Planes(transform="none")}[coder]()
     return Pipeline([Prune(threshold=thr), KMeans(centroids=c), ent])
@@ -149,8 +150,10 @@ def pipeline_families(quick: bool) -> list:
     """(family, setting label, factory(name, w) -> Pipeline) for every point of part 1."""
     from nncodec.codecs.ans import Ans, ZeroRun
     from nncodec.codecs.bloomier import Bloomier
-    from nncodec.codecs.quantize import Prune, Scalar, sparsity_threshold
-    from nncodec.codecs.transform import DCT, LowRank, choose_rank
+    from nncodec.codecs.prune import Prune, sparsity_threshold
+    from nncodec.codecs.scalar import Scalar
+    from nncodec.codecs.dct import DCT
+    from nncodec.codecs.lowrank import LowRank, choose_rank
     from nncodec.pipeline import Pipeline
     import numpy as np
 
@@ -328,7 +331,7 @@ def push_run(S: float, bloom_t: int | None, quick: bool) -> dict:
     import torch.nn.functional as F
 
     import nncodec
-    import nncodec.torch as nt
+    import nncodec.finetune as nt
 
     dm, Loader, np = _digits_setup()
     sd = dm.load_fixture()
@@ -489,7 +492,7 @@ def doc_section(report: dict, args) -> str:
         ok = [r for r in runs if r["accuracy"] >= FIXTURE_ACCURACY - MAX_DROP - 1e-12]
         best = max(ok, key=lambda r: r["ratio_file"]) if ok else None
         L += ["### Digits LeNet-5 pushed: pruning, clustering, Bloomier coding and fine-tuning", "",
-              "With `nncodec.torch`: prune by magnitude per layer (conv1 25 %, conv2 min(S, 75 %), fc1 and fc2 S, "
+              "With `nncodec.finetune`: prune by magnitude per layer (conv1 25 %, conv2 min(S, 75 %), fc1 and fc2 S, "
               "fc3 min(S, 80 %)) and fine-tune with the masks fixed; then tie the weights to k-means centroids "
               f"(16 for the convs, 8 for the fc layers, {DIGITS} significant digits) and quantize the biases "
               f"(step {BIAS_STEP}) with straight-through estimation, and fine-tune the centroids and bias "

@@ -26,10 +26,7 @@ import numpy as np
 from .. import dither as _dither
 from ..api import Writer, iter_decode
 from ..codecs import Context
-from ..codecs.ans import Ans
-from ..codecs.base import ArraySpec
-from ..codecs.quantize import Scalar
-from ..codecs.threelc import ThreeLC
+from ..codecs import ArraySpec, codec_class
 from ..errors import UsageError
 from ..pipeline import Pipeline
 from . import update as _update  # noqa: F401  (registers "3lc" for decoding)
@@ -61,7 +58,7 @@ class NNCodecHookState:
         self.process_group = process_group
         self.quantizer = quantizer
         self.sparsity = float(sparsity)
-        ThreeLC(self.sparsity)  # validates
+        codec_class("3lc")(self.sparsity)  # validates
         self.rel_step = float(rel_step)
         self.error_feedback = bool(error_feedback)
         self.seed = int(seed)
@@ -72,11 +69,11 @@ class NNCodecHookState:
 
     def pipeline(self, x: np.ndarray, rank: int, index: int) -> Pipeline:
         if self.quantizer == "3lc":
-            return Pipeline([ThreeLC(self.sparsity)])
+            return Pipeline([codec_class("3lc")(self.sparsity)])
         rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) if x.size else 0.0
         step = self.rel_step * rms if rms > 0 else 1.0
         seed = _dither.mix64(self.seed ^ _dither.mix64(self.steps)) ^ rank
-        return Pipeline([Scalar(step, dither=True, seed=seed, stream=index), Ans()])
+        return Pipeline([codec_class("scalar")(step, dither=True, seed=seed, stream=index), codec_class("ans")()])
 
 
 def encode_bucket(x: np.ndarray, pipe: Pipeline) -> tuple:

@@ -44,14 +44,11 @@ import numpy as np
 
 from .. import dither as _dither
 from .. import dtypes
-from ..api import Writer, _aliases_of, iter_decode
-from ..codecs import Context, register_codec
-from ..codecs.ans import Ans, ZeroRun
-from ..codecs.base import ArraySpec
-from ..codecs.quantize import Scalar, to_dtype
-from ..codecs.threelc import ThreeLC
+from ..api import Writer, iter_decode, shared_memory_aliases
+from ..codecs import ArraySpec, Context, codec_class
 from ..errors import BaseMismatchError, CorruptError, UsageError
 from ..format.constants import DEFAULT_LIMITS, Limits
+from ..encode import smallest
 from ..pipeline import Pipeline
 
 __all__ = [
@@ -66,13 +63,8 @@ KEY_REMOVED = "nncodec.update.removed"
 UPDATE_VERSION = "1"
 HASH_MAGIC = b"nncodec.base.v1\x00"
 QUANTIZERS = ("scalar", "stochastic", "3lc")
-SUB_DTYPES = ("float64", "float32", "float16", "bfloat16")
-
-# Until the registry lists "3lc", decoding an update must still find it.
-try:
-    register_codec(ThreeLC)
-except ValueError:  # pragma: no cover - another class took the id
-    pass
+SUB_DTYPES = dtypes.FLOAT_DTYPES
+to_dtype = dtypes.round_float
 
 
 # ------------------------------------------------------------------ base hash
@@ -170,7 +162,7 @@ class UpdateOptions:
             raise UsageError(f"seed must be an integer in [0, 2**64), found {self.seed!r}")
         self.seed = int(self.seed)
         if self.quantizer == "3lc":
-            ThreeLC(self.sparsity)  # validates
+            codec_class("3lc")(self.sparsity)  # validates
         if isinstance(self.min_elements, bool) or not isinstance(self.min_elements, int) or self.min_elements < 0:
             raise UsageError(f"min_elements = {self.min_elements!r}: must be a non-negative integer")
 
@@ -267,15 +259,6 @@ def _sparsify(d: np.ndarray, o: UpdateOptions) -> np.ndarray:
     return d
 
 
-def _best_coder(levels: np.ndarray, ctx: Context):
-    best = None
-    for coder in (Ans(), ZeroRun()):
-        data = coder.encode(levels, ctx)
-        if best is None or len(data) < len(best[1]):
-            best = (coder, data)
-    return best
-
-
 def _quantize(name: str, d64: np.ndarray, dt: str, o: UpdateOptions, ctx: Context):
     """``(pipeline, payload, decoded delta in dtype)`` for a sub delta, or None to send it as xor."""
     target = _sparsify(d64, o)
@@ -284,7 +267,7 @@ def _quantize(name: str, d64: np.ndarray, dt: str, o: UpdateOptions, ctx: Contex
     if not np.isfinite(d).all():
         raise UsageError(f"tensor {name!r}: the delta with the error-feedback residual is not finite in {dt}")
     if o.quantizer == "3lc":
-        pipe = Pipeline([ThreeLC(o.sparsity)])
+        pipe = Pipeline([codec_class("3lc")(o.sparsity)])
         payload = pipe.encode(d, ctx)
     else:
         nz = target[target != 0]
@@ -292,18 +275,18 @@ def _quantize(name: str, d64: np.ndarray, dt: str, o: UpdateOptions, ctx: Contex
             return None  # nothing to send
         step = o.step if o.step is not None else (o.rel_step or 1.0) * math.sqrt(float(np.mean(nz * nz)))
         stream = _dither.stream_for_name(name)
+        scalar = codec_class("scalar")
+        levels = None
         if o.quantizer == "scalar":
-            q = Scalar(step, dither=o.dither, seed=o.seed, stream=stream) if o.dither else Scalar(step)
-            levels = q.encode(d, ctx)
-        else:
-            q = Scalar(step)
+            q = scalar(step, dither=o.dither, seed=o.seed, stream=stream) if o.dither else scalar(step)
+        else:  # stochastic rounding: levels made here, decoded as a plain scalar stage
+            q = scalar(step)
             lv = stochastic_round(d.astype(np.float64) / step, o.seed, stream)
             if lv.size and np.abs(lv).max() > 2**31 - 1:
                 raise UsageError(f"tensor {name!r}: step {step!r} too small (levels beyond int32)")
             levels = lv.astype(np.int32).reshape(d.shape)
-        coder, data = _best_coder(levels, ctx)
-        pipe = Pipeline([q, coder])
-        payload = data
+        candidates = [Pipeline([q, codec_class("ans")()]), Pipeline([q, codec_class("zerorun")()])]
+        pipe, payload = smallest(d, candidates, ctx, levels=levels)
     dec = pipe.decode(memoryview(payload), ArraySpec(dt, d.shape), ctx)
     return pipe, payload, dec
 
@@ -339,7 +322,7 @@ def write_update(file, model: dict, base: dict, *, opts: UpdateOptions | None = 
         if k.startswith("nncodec.update."):
             raise UsageError(f"metadata key {k!r} is reserved for the update format")
     if aliases is None:
-        aliases = _aliases_of(model)
+        aliases = shared_memory_aliases(model)
     md[KEY_VERSION] = UPDATE_VERSION
     md[KEY_BASE] = base_hash or base_sha256(base)
     full = []

@@ -1,4 +1,4 @@
-"""nncodec.torch: fine-tuning under a fixed compressed structure (masks, shared centroids,
+"""nncodec.finetune: fine-tuning under a fixed compressed structure (masks, shared centroids,
 straight-through quantization, frozen Bloomier layers) and writing the result to .nnc."""
 
 import os
@@ -12,7 +12,7 @@ nn = torch.nn
 F = torch.nn.functional
 
 import nncodec  # noqa: E402
-import nncodec.torch as nt  # noqa: E402
+import nncodec.finetune as nt  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,7 +60,7 @@ def test_masks_stay_zero_after_finetuning():
         assert np.array_equal(dec[k], v)
 
 
-def test_centroid_tying_keeps_at_most_k_values():
+def test_centroid_tying_keeps_at_most_k_values(tmp_path):
     model, batches = _toy(1)
     k = 6
     cm = nt.compress_model(model, {"*.weight": nt.cluster(k=k, sparsity=0.3)})
@@ -88,16 +88,13 @@ def test_centroid_tying_keeps_at_most_k_values():
     dec = nncodec.decode_bytes(blob)
     for name, v in cm.weights().items():
         assert np.array_equal(dec[name], v)
-    with nncodec.open(_write(blob)) as f:
+    with nncodec.open(_write(blob, tmp_path)) as f:
         assert f.info("0.weight").pipeline.stages[0].codec_id == "kmeans"
 
 
-def _write(blob):
-    import tempfile
-
-    fd, path = tempfile.mkstemp(suffix=".nnc")
-    with os.fdopen(fd, "wb") as f:
-        f.write(blob)
+def _write(blob, tmp_path):
+    path = tmp_path / "m.nnc"
+    path.write_bytes(blob)
     return path
 
 

@@ -1,0 +1,131 @@
+"""plan(): the pipeline and payload of every tensor, under one set of EncodeOptions.
+
+Which tensors are lossy (documented in README.md):
+
+* a tensor is lossy when its dtype is a float (float64/32/16, bfloat16), it has at
+  least two dimensions and at least :data:`MIN_LOSSY_ELEMENTS` elements;
+* everything else stays lossless: 1-D tensors (biases, norm parameters), tiny
+  tensors, integer and bool buffers, float8;
+* ``keep`` patterns (shell globs on names) force lossless, ``lossy`` patterns force
+  lossy for float tensors of any shape; ``keep`` wins over ``lossy``;
+* a per-tensor ``overrides`` entry gives one tensor its own settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+
+import numpy as np
+
+from .. import dtypes
+from ..codecs import Context
+from ..errors import UsageError
+from ..format.constants import DEFAULT_LIMITS, Limits
+from ..pipeline import Pipeline
+from .candidates import encode_lossless, lossy_candidates, smallest
+from .options import EncodeOptions
+from .rate import allocate
+
+#: tensors with fewer elements stay lossless by default
+MIN_LOSSY_ELEMENTS = 1024
+LOSSY_DTYPES = ("float64", "float32", "float16", "bfloat16")
+LOSSLESS = EncodeOptions()
+
+
+@dataclasses.dataclass(frozen=True)
+class Coded:
+    """One tensor, coded: what ``Writer.add_encoded`` takes."""
+
+    dtype: str
+    shape: tuple
+    pipeline: Pipeline
+    payload: bytes
+
+
+def is_lossy(name: str, arr: np.ndarray, opts: EncodeOptions) -> bool:
+    """The documented rule (module docstring)."""
+    sel = opts.selection
+    if name in sel.overrides:
+        return sel.overrides[name] != "lossless"
+    try:
+        dt = dtypes.from_numpy(arr.dtype)
+    except Exception:
+        return False
+    if dt not in LOSSY_DTYPES:
+        return False
+    if any(fnmatch.fnmatchcase(name, p) for p in sel.keep):
+        return False
+    if any(fnmatch.fnmatchcase(name, p) for p in sel.lossy):
+        return True
+    return arr.ndim >= 2 and arr.size >= MIN_LOSSY_ELEMENTS
+
+
+def _candidates_override(name: str, value):
+    """The pipelines an override names, or None (a step, "lossy", "lossless")."""
+    if isinstance(value, Pipeline):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        if not value or not all(isinstance(p, Pipeline) for p in value):
+            raise UsageError(f"override for {name!r}: a list of candidates must hold Pipelines")
+        return list(value)
+    return None
+
+
+def _code_lossy(tensors: dict, opts: EncodeOptions, limits: Limits) -> dict:
+    """name -> (pipeline, payload) for the lossy tensors, the rate allocated across them.
+
+    With a ``bits`` target the payloads are measured after coding; if they overshoot by
+    more than 1% (the rate model is an estimate), the budget is scaled down once and the
+    tensors coded again.
+    """
+    ov = opts.selection.overrides
+    chosen = {n: a for n, a in tensors.items() if is_lossy(n, a, opts)}
+    fixed = {n: float(v) for n, v in ov.items() if isinstance(v, (int, float)) and n in chosen}
+    free = {n: a for n, a in chosen.items() if n not in fixed and _candidates_override(n, ov.get(n)) is None}
+
+    def code(o):
+        steps = allocate(free, o)
+        steps.update(fixed)
+        return {n: smallest(dtypes.as_stored(tensors[n])[0], lossy_candidates(n, st, o),
+                            Context(name=n, limits=limits)) for n, st in steps.items()}
+
+    coded = code(opts)
+    bits = opts.target.bits
+    if bits is not None and free:
+        n_weights = sum(tensors[n].size for n in coded)
+        got = 8 * sum(len(p) for _, p in coded.values())
+        target = bits * n_weights
+        if got > 1.01 * target:
+            coded = code(opts.with_bits(bits * target / got))
+    return coded
+
+
+def iter_plan(tensors: dict, options: EncodeOptions | None = None, *, limits: Limits = DEFAULT_LIMITS):
+    """Yield ``(name, Coded)`` in the order of ``tensors``.
+
+    The lossy tensors are coded first, together (rate allocation needs them all, and
+    the rate feedback pass needs their payloads); the others are coded as they are
+    yielded, so a writer holds one lossless payload at a time.
+    """
+    opts = LOSSLESS if options is None else options
+    if not isinstance(opts, EncodeOptions):
+        raise UsageError(f"options must be an EncodeOptions, found {type(opts).__name__}")
+    coded = {} if opts.lossless else _code_lossy(tensors, opts, limits)
+    ov = opts.selection.overrides
+    for name, arr in tensors.items():
+        arr, dt = dtypes.as_stored(np.asarray(arr))
+        cands = _candidates_override(name, ov.get(name))
+        ctx = Context(name=name, limits=limits)
+        if cands is not None:
+            pipe, payload = smallest(arr, cands, ctx)
+        elif name in coded:
+            pipe, payload = coded[name]
+        else:
+            pipe, payload = encode_lossless(arr, ctx, opts)
+        yield name, Coded(dt, arr.shape, pipe, payload)
+
+
+def plan(tensors: dict, options: EncodeOptions | None = None, *, limits: Limits = DEFAULT_LIMITS) -> dict:
+    """name -> :class:`Coded` (pipeline and payload) for every tensor of ``tensors``."""
+    return dict(iter_plan(tensors, options, limits=limits))
