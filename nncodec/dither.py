@@ -96,31 +96,25 @@ def _check_range(start, count):
     return int(start), int(count)
 
 
-def bits(seed: int, stream: int, start: int, count: int, impl: str = "numba") -> np.ndarray:
-    """The raw 64-bit generator outputs (uint64) of elements ``start .. start+count-1``."""
+def _generate(seed, stream, start, count, impl, numpy_fn, kernel: str, dtype) -> np.ndarray:
     k = key(seed, stream)
     start, count = _check_range(start, count)
     if impl == "numpy":
-        return bits_numpy(k, start, count)
+        return numpy_fn(k, start, count)
     if impl != "numba":
         raise UsageError(f"dither impl must be 'numba' or 'numpy', found {impl!r}")
     from .kernels import quant
 
-    out = np.empty(count, dtype=np.uint64)
-    quant.dither_bits(np.uint64(k), np.uint64(start), out)
+    out = np.empty(count, dtype=dtype)
+    getattr(quant, kernel)(np.uint64(k), np.uint64(start), out)
     return out
+
+
+def bits(seed: int, stream: int, start: int, count: int, impl: str = "numba") -> np.ndarray:
+    """The raw 64-bit generator outputs (uint64) of elements ``start .. start+count-1``."""
+    return _generate(seed, stream, start, count, impl, bits_numpy, "dither_bits", np.uint64)
 
 
 def uniform(seed: int, stream: int, start: int, count: int, impl: str = "numba") -> np.ndarray:
     """The dither doubles in [0, 1) of elements ``start .. start+count-1``."""
-    k = key(seed, stream)
-    start, count = _check_range(start, count)
-    if impl == "numpy":
-        return uniform_numpy(k, start, count)
-    if impl != "numba":
-        raise UsageError(f"dither impl must be 'numba' or 'numpy', found {impl!r}")
-    from .kernels import quant
-
-    out = np.empty(count, dtype=np.float64)
-    quant.dither_u01(np.uint64(k), np.uint64(start), out)
-    return out
+    return _generate(seed, stream, start, count, impl, uniform_numpy, "dither_u01", np.float64)

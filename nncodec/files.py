@@ -108,17 +108,9 @@ def decode_file(src, dst, *, format: str | None = None, limits: Limits = DEFAULT
     if not os.path.isfile(src):
         raise UsageError(f"{src}: no such file")
     stream = iter_decode(src, limits=limits, salvage=salvage)
-    tensors, aliases = {}, {}
-    ids: dict = {}
     total = os.path.getsize(src)
-    for name, arr in stream:
-        if id(arr) in ids:
-            aliases[name] = ids[id(arr)]
-        else:
-            ids[id(arr)] = name
-            tensors[name] = arr
-        if progress is not None:
-            progress(name, stream.bytes_read, total)
+    report = None if progress is None else (lambda name: progress(name, stream.bytes_read, total))
+    tensors, aliases = nio.gather(stream, report)
     md = dict(stream.metadata)
     recorded = md.get(nio.SOURCE_FORMAT_KEY)
     fmt = output_format(dst, recorded, format)

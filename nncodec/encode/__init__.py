@@ -16,6 +16,8 @@ tables rendered from it, no numpy), ``rate`` (rate allocation), ``candidates``
 
 from __future__ import annotations
 
+from .._lazy import lazy_getattr
+
 from .options import EncodeOptions, LosslessSpec, QuantizerSpec, RateSpec, SelectionSpec  # noqa: F401
 from .presets import PRESETS  # noqa: F401
 
@@ -30,12 +32,4 @@ __all__ = sorted(set(_LAZY) | {"EncodeOptions", "RateSpec", "SelectionSpec", "Qu
                                 "PRESETS"})
 
 
-def __getattr__(name):
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'nncodec.encode' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+from .._lazy import lazy_getattr
+
 _LAZY = {
     "UpdateOptions": "update", "ErrorFeedback": "update", "base_sha256": "update", "encode_update": "update",
     "write_update": "update", "decode_update": "update", "read_update": "update", "apply_update": "update",
@@ -23,12 +25,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name):
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'nncodec.federated' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

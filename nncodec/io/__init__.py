@@ -16,7 +16,7 @@ code (see :mod:`nncodec.io.torch`).
 
 from __future__ import annotations
 
-from .checkpoint import SOURCE_FORMAT_KEY, Checkpoint, check_bool
+from .checkpoint import SOURCE_FORMAT_KEY, Checkpoint, check_bool, gather
 from .registry import (
     CHECKPOINT_FORMATS,
     FORMATS,
@@ -39,6 +39,7 @@ __all__ = [
     "Format",
     "ZIP_ERRORS",
     "check_bool",
+    "gather",
     "detect_format",
     "format_from_extension",
     "load_any",

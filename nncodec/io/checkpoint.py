@@ -41,3 +41,19 @@ def check_bool(arr: np.ndarray, what: str) -> np.ndarray:
         if top > 1:
             raise CorruptError(f"{what}: a bool element holds the byte {top}, not 0 or 1; the file is damaged")
     return arr
+
+
+def gather(items, on_item=None) -> tuple:
+    """``(tensors, aliases)`` from ``(name, array)`` pairs; a name whose array is the very
+    object of an earlier name becomes an alias of it (a stream yields aliases that way).
+    ``on_item(name)`` is called after each pair."""
+    tensors, aliases, ids = {}, {}, {}
+    for name, arr in items:
+        if id(arr) in ids:
+            aliases[name] = ids[id(arr)]
+        else:
+            ids[id(arr)] = name
+            tensors[name] = arr
+        if on_item is not None:
+            on_item(name)
+    return tensors, aliases

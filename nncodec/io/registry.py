@@ -17,7 +17,7 @@ import zipfile
 
 from ..errors import CorruptError, UsageError
 from ..format.constants import DEFAULT_LIMITS, FILE_MAGIC, Limits
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, gather
 from .zipread import ZIP_ERRORS
 
 #: how many leading bytes format detection looks at
@@ -163,11 +163,5 @@ def load_any(path, *, format: str | None = None, limits: Limits = DEFAULT_LIMITS
     from ..api import iter_decode
 
     stream = iter_decode(path, limits=limits)
-    tensors, aliases, ids = {}, {}, {}
-    for name, arr in stream:
-        if id(arr) in ids:
-            aliases[name] = ids[id(arr)]
-        else:
-            ids[id(arr)] = name
-            tensors[name] = arr
+    tensors, aliases = gather(stream)
     return Checkpoint(tensors=tensors, aliases=aliases, metadata=dict(stream.metadata), format="nnc")
