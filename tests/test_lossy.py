@@ -194,3 +194,19 @@ def test_small_preset_uses_trellis_and_beats_balanced(model, tmp_path):
         if preset == "small":
             assert {i.pipeline.describe() for i in lossy} == {"tcq|cabac"}
     assert snr["small"] > snr["balanced"] + 0.5, snr
+
+
+def test_readme_presets_table_is_rendered_from_the_code():
+    import pathlib
+    import re
+
+    from nncodec.encode.presets import PRESETS, help_text, markdown_table
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"<!-- presets:begin -->\n(.*?)<!-- presets:end -->", readme, re.S)
+    assert m, "README.md lost its presets table markers"
+    assert m.group(1) == markdown_table(), "README's presets table is stale: run python -m nncodec.encode.presets --markdown"
+    assert "trellis-coded quantization" in m.group(1).split("`small`")[1]
+    text = help_text()
+    for name, p in PRESETS.items():
+        assert re.search(rf"^  {name}\s+{p['bits']:g} bits/weight", text, re.M)

@@ -15,7 +15,13 @@ from nncodec.codecs.base import ArraySpec, Context
 from nncodec.codecs.cabac import Cabac
 from nncodec.codecs.scalar import Scalar
 from nncodec.entropy.contexts import cost_from_counts, rate_model, row_width
-from nncodec.codecs.tcq import Tcq, encode_tcq, pipeline
+from nncodec.codecs.tcq import Tcq
+
+
+def pipeline(step, *, states):
+    from nncodec.pipeline import Pipeline
+
+    return Pipeline([Tcq(step, states=states), Cabac(states)])
 from nncodec.errors import CorruptError, UsageError
 from nncodec.kernels import cabac as kc
 from nncodec.kernels import tcq as kt
@@ -259,7 +265,8 @@ def test_pipeline_roundtrip_and_file(states):
     _register()
     rng = np.random.default_rng(6)
     x = weights(rng, (16, 8, 3, 3)).astype(np.float32)
-    p, payload = encode_tcq(x, 0.01, CTX, states=states)
+    p = pipeline(0.01, states=states)
+    payload = p.encode(x, CTX)
     assert p == Pipeline.from_json(p.to_json())
     y = p.decode(memoryview(payload), ArraySpec.of(x), CTX)
     lv = p.stages[0].encode(x, CTX)

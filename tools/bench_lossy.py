@@ -32,7 +32,7 @@ nncodec small (mse) encoded with bits= NNCodec's measured bits/weight (re-asked
 when it lands above NNCodec's size or more than MATCH_UNDER below), SNR and
 digits accuracy compared directly; nncodec's bits/weight at NNCodec's SNR by
 interpolation along small's curve. Speed head to head at the matched rate
-nearest 4 bits/weight: nncodec small (encode_tcq per tensor at the chosen
+nearest 4 bits/weight: nncodec small (the tcq + cabac pipeline per tensor at the chosen
 steps; encode with bits=; decode) and NNCodec at that QP, each in a fresh
 process pinned to the same CPU, CPU time and wall clock for both.
 
@@ -568,7 +568,7 @@ def _last_cpu() -> int | None:
 
 
 def worker_speed_small(args) -> None:
-    """preset small: fixed-step encode (encode_tcq per tensor), bits= encode, decode; one JSON line."""
+    """preset small: fixed-step encode (the tcq + cabac pipeline per tensor), bits= encode, decode; one JSON line."""
     import io
 
     bc.pin_to_cpu(args.cpu)
@@ -902,7 +902,7 @@ def head_to_head_table(model: dict) -> str:
     return bc.markdown_table(head, rows, ["r"] * len(head))
 
 
-SMALL_SPEED_OPS = (("encode_fixed", "encode, fixed steps (encode_tcq per tensor)", "encode"),
+SMALL_SPEED_OPS = (("encode_fixed", "encode, fixed steps (tcq + cabac per tensor)", "encode"),
                    ("encode_rate", "encode, bits= (allocation and any re-code incl.)", "encode"),
                    ("decode", "decode", "decode"))
 
@@ -1349,7 +1349,7 @@ def doc_section(report: dict, args) -> str:
                        f"same CPU{f' ({cpu})' if cpu is not None else ''}, one after the other: nncodec small at the "
                        f"matched rate nearest {SPEED_BITS:g} bits/weight (its head-to-head row), and NNCodec at that "
                        f"row's QP (`nncodec.nn.encode(..., args={{\"qp\": QP}})` and `nncodec.nn.decode`, in NNCodec's "
-                       f"venv, torch one thread). *Fixed steps*: `nncodec.codecs.tcq.encode_tcq(w, step)` per tensor "
+                       f"venv, torch one thread). *Fixed steps*: `Pipeline([Tcq(step), Cabac()]).encode(w)` per tensor "
                        f"with the trellis step that the `bits=` encoding chose, written with `Writer.add_encoded`; "
                        f"*bits=*: `write_tensors` with `EncodeOptions.from_keywords(bits=B, preset=\"small\", objective=\"mse\")`, "
                        f"allocation and any second pass included; *decode*: `nncodec.decode_bytes`. Each call once "

@@ -132,28 +132,3 @@ class Tcq(ArrayToArrayCodec):
             i = int(np.flatnonzero(~np.isfinite(work))[0])
             raise ctx.error(CorruptError, self.codec_id, f"element {i} reconstructs to {work[i]!r}, not finite")
         return finish(work, spec, ctx, self.codec_id)
-
-
-def pipeline(step: float, *, states: int = DEFAULT_STATES, lam: float = DEFAULT_LAMBDA, **cabac_kw):
-    """``Pipeline([Tcq(step, states, lam), Cabac(states, **cabac_kw)])``."""
-    from ..pipeline import Pipeline
-    from .cabac import Cabac
-
-    return Pipeline([Tcq(step, states=states, lam=lam), Cabac(states, **cabac_kw)])
-
-
-def encode_tcq(arr: np.ndarray, step: float, ctx: Context | None = None, lam: float | None = None,
-               states: int = DEFAULT_STATES):
-    """Quantize and code one tensor: ``(Pipeline, payload)`` ready for ``Writer.add_encoded``."""
-    ctx = ctx or Context()
-    p = pipeline(step, states=states, lam=DEFAULT_LAMBDA if lam is None else lam)
-    return p, p.encode(arr, ctx)
-
-
-#: tcq step / scalar step at about equal rate (measured on MobileNetV2 and digits, tools/bench_small.py)
-TCQ_STEP_RATIO = 0.5
-
-
-def step_for_scalar(scalar_step: float) -> float:
-    """A tcq step giving about the rate of scalar quantization with ``scalar_step`` (measured)."""
-    return scalar_step * TCQ_STEP_RATIO

@@ -40,3 +40,9 @@ def help_text() -> str:
         bits, quant, coders = _describe(name)
         lines.append(f"  {name:<9} {bits} bits/weight, {quant}, {coders}")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m nncodec.encode.presets --markdown
+    import sys
+
+    print(markdown_table() if "--markdown" in sys.argv else help_text(), end="" if "--markdown" in sys.argv else "\n")
