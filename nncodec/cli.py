@@ -211,11 +211,9 @@ def cmd_decode(a) -> int:
 
 def _entropy_bits_per_weight(levels, n_weights: int) -> float:
     """First-order empirical entropy of the symbols, spread over the tensor's weights."""
-    import numpy as np
+    from .entropy.stats import entropy_bits, symbol_counts
 
-    _, counts = np.unique(np.asarray(levels).reshape(-1), return_counts=True)
-    p = counts / counts.sum()
-    return float(-(counts * np.log2(p)).sum()) / n_weights
+    return float(entropy_bits(symbol_counts(levels))) / n_weights
 
 
 def cmd_info(a) -> int:

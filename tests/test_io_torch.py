@@ -736,3 +736,42 @@ def test_pickle_module_reads_our_pickles():
         0, 255, 256, 65535, 65536, -1, 2**31 - 1, -(2**31), 2**31, -(2**63), 2**2100,
         "\udcff surrogate", b"\x00\xff", b"",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["torch", "torch-legacy"])
+def test_torch_size_round_trips_as_torch_size(tmp_path, fmt):
+    torch = pytest.importorskip("torch")
+    import nncodec
+
+    obj = {"model": {"w": torch.randn(3, 4)}, "shape": torch.Size([3, 4]), "empty": torch.Size([]), "plain": (3, 4)}
+    src = tmp_path / "a.pt"
+    torch.save(obj, src)
+    nncodec.encode_file(src, tmp_path / "a.nnc")
+    with nncodec.open(tmp_path / "a.nnc") as r:
+        assert json.loads(r.metadata[nt.STRUCTURE_KEY])["v"] == 2  # the size node needs version 2
+    nncodec.decode_file(tmp_path / "a.nnc", tmp_path / "b.pt", format=fmt)
+    back = torch.load(tmp_path / "b.pt", weights_only=True)
+    assert type(back["shape"]) is torch.Size and back["shape"] == obj["shape"]
+    assert type(back["empty"]) is torch.Size and len(back["empty"]) == 0
+    assert type(back["plain"]) is tuple and back["plain"] == (3, 4)
+    assert torch.equal(back["model"]["w"], obj["model"]["w"])
+
+
+def test_structure_without_size_stays_version_1(tmp_path):
+    torch = pytest.importorskip("torch")
+    import nncodec
+
+    torch.save({"w": torch.ones(2), "t": (1, 2)}, tmp_path / "a.pt")
+    nncodec.encode_file(tmp_path / "a.pt", tmp_path / "a.nnc")
+    with nncodec.open(tmp_path / "a.nnc") as r:
+        assert json.loads(r.metadata[nt.STRUCTURE_KEY])["v"] == 1
+
+
+def test_size_node_with_non_integers_is_refused(tmp_path):
+    from nncodec.io.torch.writer import write
+
+    doc = {"v": 2, "root": {"t": "dict", "items": [["w", {"t": "tensor", "name": "w"}],
+                                                   ["s", {"t": "size", "items": ["x"]}]]}}
+    ck = Checkpoint(tensors={"w": np.ones(2, np.float32)}, metadata={nt.STRUCTURE_KEY: json.dumps(doc)})
+    with pytest.raises(CorruptError, match="size node"):
+        write(tmp_path / "x.pt", ck, format="torch")

@@ -29,7 +29,7 @@ from .rate import allocate
 
 #: tensors with fewer elements stay lossless by default
 MIN_LOSSY_ELEMENTS = 1024
-LOSSY_DTYPES = ("float64", "float32", "float16", "bfloat16")
+LOSSY_DTYPES = dtypes.FLOAT_DTYPES  #: the float dtypes nncodec can code lossily
 LOSSLESS = EncodeOptions()
 
 

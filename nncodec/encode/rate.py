@@ -42,16 +42,12 @@ TABLE_BITS_PER_SYMBOL = 8
 
 def _entropy_bits(levels: np.ndarray) -> tuple:
     """(total bits of an ideal static coder for these levels, number of distinct levels)."""
+    from ..entropy.stats import entropy_bits, symbol_counts
+
     if levels.size == 0:
         return 0.0, 0
-    lo, hi = levels.min(), levels.max()
-    if hi - lo < (1 << 22):  # a histogram: much faster than sorting
-        counts = np.bincount((levels - lo).astype(np.int64))
-        counts = counts[counts > 0]
-    else:
-        _, counts = np.unique(levels, return_counts=True)
-    p = counts / levels.size
-    return float(-(counts * np.log2(p)).sum()), len(counts)
+    counts = symbol_counts(levels)
+    return float(entropy_bits(counts)), len(counts)
 
 
 def rd_curve(w: np.ndarray, quantizer: str = "scalar") -> tuple:

@@ -24,7 +24,7 @@ import sys
 
 from ..errors import CorruptError, LimitError, NNCodecError, TruncatedError, UnsafePickleError, describe
 from ._pickle_globals import (DTYPE_TO_TORCH, STORAGE_DTYPES, TORCH_DTYPES, UNSUPPORTED_STORAGES,  # noqa: F401
-                              UNSUPPORTED_TORCH_DTYPES, DType, StorageRef, StorageType, TensorRef, _Func, _Inert,
+                              UNSUPPORTED_TORCH_DTYPES, DType, StorageRef, StorageType, TensorRef, TorchSize, _Func, _Inert,
                               resolve_global)
 from ._pickle_limits import (MAX_DEPTH, MAX_INT_BITS, MAX_ITEMS, MAX_KEY_ITEMS, OBJECTS_BASE,  # noqa: F401
                              OBJECTS_PER_PICKLE_BYTE, OPS_BASE, OPS_PER_INPUT_BYTE, WEIGHT_BASE,

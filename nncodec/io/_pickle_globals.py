@@ -273,11 +273,17 @@ def _container(cls):
     return make
 
 
+class TorchSize(tuple):
+    """A ``torch.Size`` read from a pickle: a tuple of ints that remembers it was a Size."""
+
+    __slots__ = ()
+
+
 def _torch_size(qn, *a):
     _nargs(qn, a, 0, 1)
     if a:
         _dims(qn, "its argument", a[0])
-    return tuple(*a)
+    return TorchSize(*a)
 
 
 _FUNCS = {

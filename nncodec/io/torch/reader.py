@@ -22,7 +22,7 @@ from ...format.constants import DEFAULT_LIMITS, Limits
 from .. import _pickle as P
 from ..checkpoint import SOURCE_FORMAT_KEY, Checkpoint, check_bool
 from ..zipread import ZipReader, member_name
-from .structure import STRUCTURE_KEY, STRUCTURE_VERSION, Walk, contiguous_stride, fmt_path, short, tensor_names
+from .structure import STRUCTURE_KEY, STRUCTURE_VERSION, STRUCTURE_VERSION_SIZE, Walk, contiguous_stride, fmt_path, short, tensor_names
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
@@ -309,6 +309,9 @@ def _build(path, obj, pickle_len, source, big: bool, limits: Limits, fmt: str) -
     structure = {"v": STRUCTURE_VERSION, "root": root_node}
     try:
         text = json.dumps(structure, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+        if '"t":"size"' in text:  # version 2 adds the size node; other documents stay version 1
+            structure["v"] = STRUCTURE_VERSION_SIZE
+            text = json.dumps(structure, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
     except (ValueError, RecursionError) as e:  # not expected: floats are encoded, depth is bounded
         raise UnsupportedError(f"{path}: cannot record the checkpoint's structure ({e})") from None
     metadata = {STRUCTURE_KEY: text, SOURCE_FORMAT_KEY: fmt}

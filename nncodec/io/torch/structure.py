@@ -18,6 +18,7 @@ where NODE is one of
   carry ``"attrs": {NAME: NODE}``, its instance attributes (``state_dict()``
   keeps the module versions in ``_metadata``);
 * ``{"t": "list"|"tuple"|"set"|"frozenset", "items": [NODE, ...]}``;
+* ``{"t": "size", "items": [INT, ...]}``: a ``torch.Size`` (structure version 2);
 * ``{"t": "float", "bits": "<16 hex digits>"}``: a NaN or infinity, by its
   IEEE-754 binary64 bit pattern (JSON cannot hold them);
 * ``{"t": "bytes", "b64": "<base64>"}``;
@@ -45,6 +46,8 @@ from ..checkpoint import Checkpoint
 #: metadata key holding the structure of the pickled object (see the module docstring)
 STRUCTURE_KEY = "nncodec.torch.structure"
 STRUCTURE_VERSION = 1
+#: the version written when the document holds a ``size`` node (torch.Size); readers take both
+STRUCTURE_VERSION_SIZE = 2
 
 #: containers nested deeper than this are refused (real checkpoints nest a few levels;
 #: the bound keeps the structure JSON within what Python's json module can parse)
@@ -55,6 +58,7 @@ _CONTAINERS = {
     collections.OrderedDict: "odict",
     list: "list",
     tuple: "tuple",
+    P.TorchSize: "size",
     set: "set",
     frozenset: "frozenset",
 }
@@ -228,8 +232,9 @@ def structure_root(ck: Checkpoint):
         doc = json.loads(text)
     except (ValueError, RecursionError) as e:
         raise CorruptError(f"metadata {STRUCTURE_KEY}: not valid JSON ({str(e)[:200]})") from None
-    if not isinstance(doc, dict) or doc.get("v") != STRUCTURE_VERSION or "root" not in doc:
-        raise UnsupportedError(f"metadata {STRUCTURE_KEY}: not a version-{STRUCTURE_VERSION} structure document")
+    if not isinstance(doc, dict) or doc.get("v") not in (STRUCTURE_VERSION, STRUCTURE_VERSION_SIZE) or "root" not in doc:
+        raise UnsupportedError(f"metadata {STRUCTURE_KEY}: not a version-{STRUCTURE_VERSION} or "
+                               f"-{STRUCTURE_VERSION_SIZE} structure document")
     # every tensor of the checkpoint must appear, and only those
     used = []
     stack = [doc["root"]]

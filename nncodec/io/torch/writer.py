@@ -127,6 +127,15 @@ def _emit(w: P.PickleWriter, root, ck: Checkpoint, arrays, key_of, storages, leg
                 w.mark()
                 stack.append(lambda n=n: (w.tuple_from_mark(), _memo_put(w, n, memo, bad)))
                 stack.extend(reversed(items))
+            elif t == "size":
+                items = _items(n, bad)
+                if not all(type(x) is int for x in items):
+                    raise CorruptError(f"{bad}: a size node holds something other than integers")
+                # as torch pickles it: torch.Size((items,))
+                w.global_("torch", "Size")
+                w.mark()
+                stack.append(lambda n=n: (w.tuple_from_mark(), w.out.extend(b"\x85R"), _memo_put(w, n, memo, bad)))
+                stack.extend(reversed(items))
             elif t in ("set", "frozenset"):
                 items = _items(n, bad)
                 # as Python's protocol-2 pickler writes them: set([items])
