@@ -9,7 +9,7 @@ import numpy as np
 
 from ..codecs import Context, codec_class
 from ..pipeline import Pipeline
-from .options import EncodeOptions
+from .options import EncodeOptions, LosslessSpec
 from .presets import PRESETS
 
 #: tcq step / scalar step at about equal rate (measured on MobileNetV2 and digits, tools/bench_small.py)
@@ -51,7 +51,7 @@ def smallest(arr, candidates, ctx: Context, *, levels=None) -> tuple:
 
 def lossless_candidates(dtype: str, nbytes: int, opts: EncodeOptions | None = None) -> list:
     """raw, then planes (bit planes per byte, Huffman or zstd per plane) unless the tensor is tiny."""
-    small = opts.lossless_spec.small_bytes if opts is not None else 64
+    small = (opts.lossless_spec if opts is not None else LosslessSpec()).small_bytes
     raw = codec_class("raw")()
     if nbytes <= small:
         return [Pipeline([raw])]
