@@ -25,7 +25,8 @@ def _progress_iter(items, progress, total_bytes, tensors):
 
 
 def encode_file(src, dst, *, format: str | None = None, metadata: dict | None = None,
-                limits: Limits = DEFAULT_LIMITS, progress=None, options=None, **keywords) -> list:
+                limits: Limits = DEFAULT_LIMITS, progress=None, options=None, threads: int | None = None,
+                **keywords) -> list:
     """Encode the checkpoint ``src`` (safetensors, torch, npz) to the .nnc file ``dst``.
 
     ``options`` is an :class:`nncodec.encode.EncodeOptions`, or give its flat keywords
@@ -97,7 +98,7 @@ def output_format(dst, recorded: str | None, format: str | None) -> str:
 
 
 def decode_file(src, dst, *, format: str | None = None, limits: Limits = DEFAULT_LIMITS,
-                progress=None, salvage: bool = False) -> str:
+                progress=None, salvage: bool = False, threads: int | None = None) -> str:
     """Decode the .nnc file ``src`` to the checkpoint ``dst``; return the format written.
 
     The format is ``format`` if given, else the output's extension, else the
