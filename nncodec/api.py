@@ -38,6 +38,7 @@ from .format.constants import (
     TRAILER_SIZE,
     Limits,
 )
+from .chunks import Pieces, resolve_threads
 from .pipeline import Pipeline
 
 MAX_NAME_BYTES = 65536
@@ -211,8 +212,12 @@ class Writer:
         self._new_name(name)
         header = {"name": name, "dtype": dtypes.check_name(dtype), "shape": [int(d) for d in shape],
                   "pipeline": pipeline.to_json()}
+        parts = payload
+        if isinstance(payload, Pieces):
+            header["chunks"] = payload.table()
+            parts = payload.parts
         offset = self._pos
-        self._put(C.encode_record(KIND_TENSOR, header, payload))
+        self._put(C.encode_record(KIND_TENSOR, header, parts))
         self._entries[name] = offset
         n = len(payload) if not isinstance(payload, memoryview) else payload.nbytes
         info = TensorInfo(name, dtype, tuple(header["shape"]), pipeline, n, self._pos - offset)
@@ -275,10 +280,10 @@ class Writer:
 # ----------------------------------------------------------------- reading
 
 
-def _tensor_from_record(rec: C.Record, limits: Limits, what: str):
+def _tensor_from_record(rec: C.Record, limits: Limits, what: str, threads: int = 1, out=None):
     name, spec, pipe = _tensor_spec(rec.header, limits, what)
     ctx = Context(name=name, limits=limits)
-    arr = pipe.decode(rec.payload, spec, ctx)
+    arr = pipe.decode(rec.payload, spec, ctx, chunks=rec.header.get("chunks"), threads=threads, out=out)
     return name, arr
 
 
@@ -295,9 +300,11 @@ class Reader:
     close it (or use ``with``) when done.
     """
 
-    def __init__(self, path, *, limits: Limits = DEFAULT_LIMITS, verify_checksums: bool = True):
+    def __init__(self, path, *, limits: Limits = DEFAULT_LIMITS, verify_checksums: bool = True,
+                 threads: int | None = None):
         self.path = os.fspath(path)
         self._limits = limits
+        self.threads = resolve_threads(threads)
         self._verify = verify_checksums
         what = self.path
         try:
@@ -369,7 +376,7 @@ class Reader:
 
     def __getitem__(self, name: str) -> np.ndarray:
         rec = self._tensor_record(name)
-        return _tensor_from_record(rec, self._limits, self.path)[1]
+        return _tensor_from_record(rec, self._limits, self.path, self.threads)[1]
 
     def info(self, name: str) -> TensorInfo:
         rec = self._tensor_record(name)
@@ -385,7 +392,8 @@ class Reader:
         """The array the array->bytes stage decodes to (the quantized levels of a lossy tensor)."""
         rec = self._tensor_record(name)
         tname, spec, pipe = _tensor_spec(rec.header, self._limits, self.path)
-        return pipe.decode_levels(rec.payload, spec, Context(name=tname, limits=self._limits))
+        return pipe.decode_levels(rec.payload, spec, Context(name=tname, limits=self._limits),
+                                  chunks=rec.header.get("chunks"), threads=self.threads)
 
     def to_dict(self) -> dict:
         """Decode every tensor; aliases map to the same array object as their target."""
@@ -446,9 +454,11 @@ def _parse_index(h: dict, index_offset: int, what: str, limits: Limits):
     return dict(tensors), dict(aliases), meta
 
 
-def open(path, *, limits: Limits = DEFAULT_LIMITS, verify_checksums: bool = True) -> Reader:  # noqa: A001
-    """Open a .nnc file for lazy reading by tensor name."""
-    return Reader(path, limits=limits, verify_checksums=verify_checksums)
+def open(path, *, limits: Limits = DEFAULT_LIMITS, verify_checksums: bool = True,  # noqa: A001
+         threads: int | None = None) -> Reader:
+    """Open a .nnc file for lazy reading by tensor name; chunked tensors decode on
+    ``threads`` threads (None: every core)."""
+    return Reader(path, limits=limits, verify_checksums=verify_checksums, threads=threads)
 
 
 class StreamReader:

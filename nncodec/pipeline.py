@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import dtypes
+from . import chunks as ch
 from .codecs import ARRAY_TO_ARRAY, ARRAY_TO_BYTES, BYTES_TO_BYTES, ArraySpec, Codec, Context, get_codec
 from .errors import CorruptError, LimitError, UsageError
 
@@ -54,11 +56,33 @@ class Pipeline:
             out.append(spec)
         return out
 
+    @property
+    def chunkable(self) -> bool:
+        """Whether the serializer's input may be coded as independent pieces (chunks.py)."""
+        return self.serializer.codec_id in ch.CHUNKABLE
+
     def encode(self, arr: np.ndarray, ctx: Context) -> bytes:
         """The payload of ``arr``; every stage must be configured (see :meth:`fit_encode`)."""
         for st in self.array_stages:
             arr = st.encode(arr, ctx)
         return self._encode_bytes(arr, ctx)
+
+    def encode_pieces(self, arr: np.ndarray, ctx: Context, rows: int, threads: int = 1) -> ch.Pieces:
+        """The payload of ``arr`` as a chunked record: the array stages run on the whole array,
+        then the serializer's input is coded in pieces of ``rows`` rows."""
+        if not self.chunkable:
+            raise UsageError(f"codec {self.serializer.codec_id!r} codes whole tensors, not pieces")
+        for st in self.array_stages:
+            arr = st.encode(arr, ctx)
+        return self.encode_levels_pieces(arr, ctx, rows, threads)
+
+    def encode_levels_pieces(self, x: np.ndarray, ctx: Context, rows: int, threads: int = 1) -> ch.Pieces:
+        """Code ``x`` (what the serializer receives) in pieces of ``rows`` rows."""
+        if x.ndim == 0 or not 1 <= rows < x.shape[0]:
+            raise UsageError(f"tensor {ctx.name!r}: pieces of {rows} rows need an array of more rows, "
+                             f"not shape {list(x.shape)}")
+        jobs = [lambda a=a, b=b: self._encode_bytes(x[a:b], ctx) for a, b in ch.piece_bounds(x.shape[0], rows)]
+        return ch.Pieces(rows, tuple(ch.run_all(jobs, threads)))
 
     def fit_encode(self, arr: np.ndarray, ctx: Context) -> tuple["Pipeline", bytes]:
         """``(fitted pipeline, payload)``: data-dependent stages (``kmeans`` with ``k``, ``prune``,
@@ -78,45 +102,89 @@ class Pipeline:
             data = st.encode(data, ctx)
         return data
 
-    def decode(self, payload, spec: ArraySpec, ctx: Context) -> np.ndarray:
-        return self.decode_until(payload, spec, ctx, len(self.array_stages))
+    def decode(self, payload, spec: ArraySpec, ctx: Context, *, chunks=None, threads: int = 1,
+               out: np.ndarray | None = None) -> np.ndarray:
+        """Decode a record's payload to the tensor ``spec`` describes. ``chunks`` is the record
+        header's chunk table (None for a 1.0-style record); ``threads`` decode pieces in
+        parallel; ``out``, if given, is a writable C-contiguous array of the tensor's shape and
+        stored dtype the result is written into (and returned)."""
+        return self.decode_until(payload, spec, ctx, len(self.array_stages), chunks=chunks, threads=threads, out=out)
 
-    def decode_levels(self, payload, spec: ArraySpec, ctx: Context) -> np.ndarray:
+    def decode_levels(self, payload, spec: ArraySpec, ctx: Context, *, chunks=None, threads: int = 1) -> np.ndarray:
         """Decode only as far as the array->bytes stage: e.g. the quantized levels."""
-        return self.decode_until(payload, spec, ctx, 0)
+        return self.decode_until(payload, spec, ctx, 0, chunks=chunks, threads=threads)
 
-    def decode_until(self, payload, spec: ArraySpec, ctx: Context, n_array_stages: int) -> np.ndarray:
+    def decode_until(self, payload, spec: ArraySpec, ctx: Context, n_array_stages: int, *, chunks=None,
+                     threads: int = 1, out: np.ndarray | None = None) -> np.ndarray:
         """Decode the bytes stages, the serializer and the last ``n_array_stages`` array stages."""
         specs = self.specs(spec)
-        limits = ctx.limits
-        biggest = max(s.nbytes for s in specs)
-        stored = payload.nbytes if isinstance(payload, memoryview) else len(payload)
-        if biggest > limits.min_expansion_floor and biggest > stored * limits.max_expansion:
-            raise LimitError(
-                f"tensor {ctx.name!r}: declares {biggest} decoded bytes from {stored} stored bytes, "
-                f"an expansion over max_expansion={limits.max_expansion} (a decompression bomb?); "
-                f"raise the limit if the file is trusted"
-            )
-        data = payload
-        if self.bytes_stages:
-            # bytes->bytes decoders never produce more than the largest plausible serialized size
-            # ... and never more than a serialized form of the tensor can take: no serializer
-            # writes more than twice the array's bytes plus a small header (codec pages)
-            max_bytes = min(max(limits.min_expansion_floor, stored * limits.max_expansion),
-                            2 * specs[-1].nbytes + 4096)
-            for st in reversed(self.bytes_stages):
-                data = memoryview(st.decode(data, ctx, max_bytes))
-        arr = self.serializer.decode(data, specs[-1], ctx)
-        _check(arr, specs[-1], ctx, self.serializer)
+        check_tensor_bytes(specs, ctx)
+        s = specs[-1]
+        target = None
+        if out is not None and not self.array_stages:
+            if ArraySpec.of(out) != s or not out.flags.c_contiguous or not out.flags.writeable:
+                raise UsageError(f"tensor {ctx.name!r}: out must be a writable C-contiguous {s}")
+            target = out
+        if chunks is None:
+            arr = self.decode_piece(payload, s, ctx, target)
+        else:
+            stored = payload.nbytes if isinstance(payload, memoryview) else len(payload)
+            if not self.chunkable:
+                raise CorruptError(f"tensor {ctx.name!r}: a chunk table on codec {self.serializer.codec_id!r}, "
+                                   f"which codes whole tensors")
+            table = ch.parse_table(chunks, s.shape, stored, f"tensor {ctx.name!r}")
+            arr = target if target is not None else np.empty(s.shape, dtypes.to_numpy(s.dtype))
+            rest = s.shape[1:]
+
+            def piece(i):
+                a, b = table.bounds[i]
+                self.decode_piece(table.piece(payload, i), ArraySpec(s.dtype, (b - a, *rest)), ctx, arr[a:b])
+
+            ch.run_all([lambda i=i: piece(i) for i in range(len(table.bounds))], threads)
         todo = list(zip(self.array_stages, specs[:-1]))[len(self.array_stages) - n_array_stages:]
-        for st, s in reversed(todo):
-            arr = st.decode(arr, s, ctx)
-            _check(arr, s, ctx, st)
+        for st, sp in reversed(todo):
+            arr = st.decode(arr, sp, ctx)
+            _check(arr, sp, ctx, st)
+        if out is not None and target is None and n_array_stages == len(self.array_stages):
+            if ArraySpec.of(out) != spec:
+                raise UsageError(f"tensor {ctx.name!r}: out must be a writable C-contiguous {spec}")
+            out[...] = arr
+            arr = out
         if n_array_stages < len(self.array_stages):
             return arr
         if spec.dtype == "bool" and arr.size and arr.view(np.uint8).max() > 1:
             raise CorruptError(f"tensor {ctx.name!r}: a bool value decoded to a byte other than 0 or 1")
         return arr
+
+    def decode_piece(self, data, s: ArraySpec, ctx: Context, out: np.ndarray | None = None) -> np.ndarray:
+        """The bytes stages and the serializer on one piece (or a whole 1.0-style payload)
+        decoding to ``s``; into ``out`` (a C-contiguous array of spec ``s``) when given."""
+        if self.bytes_stages:
+            # bytes->bytes decoders never produce more than a serialized form of the array
+            # can take: no serializer writes more than twice the array's bytes plus a small
+            # header (codec pages)
+            max_bytes = 2 * s.nbytes + 4096
+            for st in reversed(self.bytes_stages):
+                data = memoryview(st.decode(data, ctx, max_bytes))
+        if out is None:
+            arr = self.serializer.decode(data, s, ctx)
+            _check(arr, s, ctx, self.serializer)
+            return arr
+        self.serializer.decode_into(data, s, ctx, out)
+        return out
+
+
+def check_tensor_bytes(specs, ctx: Context) -> None:
+    """Refuse, before anything is allocated, a tensor whose decoded form (or any
+    intermediate array of its pipeline) is over ``limits.max_tensor_bytes``."""
+    biggest = max(s.nbytes for s in specs)
+    cap = ctx.limits.max_tensor_bytes
+    if biggest > cap:
+        raise LimitError(
+            f"tensor {ctx.name!r}: declares {biggest} decoded bytes, over max_tensor_bytes={cap} "
+            f"(a decompression bomb, or a trusted giant: raise it with --max-tensor-size or "
+            f"Limits(max_tensor_bytes=...))"
+        )
 
 
 def _check(arr, spec: ArraySpec, ctx: Context, st: Codec) -> None:

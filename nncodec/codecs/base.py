@@ -127,6 +127,14 @@ class ArrayToBytesCodec(Codec):
         """Decode exactly ``spec``; raise CorruptError if ``data`` does not hold it."""
         raise NotImplementedError
 
+    def decode_into(self, data: memoryview, spec: ArraySpec, ctx: Context, out: np.ndarray) -> None:
+        """Decode exactly ``spec`` into ``out`` (a writable C-contiguous array of that spec).
+        Codecs that can write in place override it to skip the copy."""
+        arr = self.decode(data, spec, ctx)
+        if ArraySpec.of(arr) != spec:
+            raise CorruptError(f"tensor {ctx.name!r}: codec {self.codec_id!r} produced {ArraySpec.of(arr)}, expected {spec}")
+        out[...] = arr
+
 
 class BytesToBytesCodec(Codec):
     kind = BYTES_TO_BYTES

@@ -195,6 +195,12 @@ class Planes(ArrayToBytesCodec):
     # ---------------------------------------------------------------- decode
 
     def decode(self, data, spec: ArraySpec, ctx: Context) -> np.ndarray:
+        return self._decode(data, spec, ctx, None)
+
+    def decode_into(self, data, spec: ArraySpec, ctx: Context, out: np.ndarray) -> None:
+        self._decode(data, spec, ctx, out)
+
+    def _decode(self, data, spec: ArraySpec, ctx: Context, into) -> np.ndarray:
         name = spec.dtype
         w = dtypes.itemsize(name)
         n = spec.size
@@ -209,7 +215,7 @@ class Planes(ArrayToBytesCodec):
             if size:
                 raise ctx.error(CorruptError, self.codec_id,
                                 f"payload of an empty tensor must be empty, found {size} bytes")
-            return np.empty(spec.shape, dt)
+            return np.empty(spec.shape, dt) if into is None else into
         if size == 0:
             raise ctx.error(CorruptError, self.codec_id, "payload is empty, the layout byte is missing")
         layout = int(buf[0])
@@ -217,7 +223,11 @@ class Planes(ArrayToBytesCodec):
             if size != 1 + n * w:
                 raise ctx.error(CorruptError, self.codec_id,
                                 f"stored layout: payload is {size} bytes, {name}{list(spec.shape)} needs 1 + {n * w}")
-            out = buf[1:].copy().view(dt)
+            if into is None:
+                out = buf[1:].copy().view(dt)
+            else:
+                out = into.reshape(-1)
+                out.view(np.uint8)[:] = buf[1:]
         elif layout == LAYOUT_PLANES:
             srcs = []
             pos = 1
@@ -227,14 +237,17 @@ class Planes(ArrayToBytesCodec):
                 srcs.append(src)
             if pos != size:
                 raise ctx.error(CorruptError, self.codec_id, f"{size - pos} bytes after the last plane")
-            words = np.empty(n, dtypes.uint_view(name))
+            if into is None:
+                words = np.empty(n, dtypes.uint_view(name))
+            else:
+                words = into.reshape(-1).view(dtypes.uint_view(name))
             _MERGE[w](hf.kernels())(*srcs, _TCODE[self.transform], words)
             out = words.view(dt)
         else:
             raise ctx.error(CorruptError, self.codec_id, f"layout byte is {layout}, must be 0 (stored) or 1 (planes)")
         if name == "bool" and n and int(out.view(np.uint8).max()) > 1:
             raise ctx.error(CorruptError, self.codec_id, "a bool element decodes to a byte other than 0 or 1")
-        return out.reshape(spec.shape)
+        return out.reshape(spec.shape) if into is None else into
 
     def _decode_plane(self, buf: np.ndarray, pos: int, n: int, p: int, srcs: list, ctx: Context):
         """Decode plane p at ``buf[pos:]``; return (plane bytes, position after it)."""

@@ -47,7 +47,7 @@ def decompress(data, max_bytes: int, what: str, exact: int | None = None, allow_
     if exact is not None and size != exact:
         raise CorruptError(f"{what}: zstd frame declares {size} bytes, expected {exact}")
     if size > max_bytes:
-        raise LimitError(f"{what}: zstd frame declares {size} bytes, over the limit of {max_bytes} (raise max_expansion)")
+        raise LimitError(f"{what}: zstd frame declares {size} bytes, over the limit of {max_bytes} (the size its tensor can take)")
     try:
         out = _dctx.decompress(data, max_output_size=size, allow_extra_data=allow_extra)
     except zstandard.ZstdError as e:

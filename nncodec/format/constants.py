@@ -10,7 +10,7 @@ import struct
 FILE_MAGIC = b"\x89NNC\r\n\x1a\n"
 END_MAGIC = b"\x89END\r\n\x1a\n"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1  #: 1.1 adds chunked tensor records (section 6.3); 1.0 files read as before
 
 FILE_HEADER = struct.Struct("<8sBBHI")  # magic, major, minor, flags, crc32 of bytes 0..11
 FILE_HEADER_SIZE = FILE_HEADER.size  # 16
@@ -48,8 +48,9 @@ class Limits:
     max_rank: int = 32  #: dimensions of one tensor
     max_elements: int = 1 << 40  #: elements of one tensor
     max_records: int = 10_000_000  #: records in one file
-    max_expansion: int = 1 << 16  #: decoded bytes per stored byte of one tensor
-    min_expansion_floor: int = 1 << 24  #: tensors decoding to at most this many bytes skip the expansion check
+    max_tensor_bytes: int = 1 << 34  #: decoded bytes of one tensor (16 GiB), checked before allocating
+    max_expansion: int = 1 << 16  #: decoded bytes per compressed byte of a zip member (npz, torch zip)
+    min_expansion_floor: int = 1 << 24  #: zip members of at most this many bytes skip the expansion check
     max_metadata_bytes: int = 16 << 20  #: total size of user metadata keys and values
     max_pickle_bytes: int = 1 << 30  #: pickle stream inside a torch checkpoint
 

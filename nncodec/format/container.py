@@ -57,18 +57,25 @@ def file_header() -> bytes:
     return body + crc32(body).to_bytes(4, "little")
 
 
+def _nbytes(b) -> int:
+    return b.nbytes if isinstance(b, memoryview) else len(b)
+
+
 def encode_record(kind: int, header: dict, payload=b"") -> list:
-    """The byte chunks of one record: prefix, padded header, payload, padding."""
+    """The byte chunks of one record: prefix, padded header, payload, padding.
+
+    ``payload`` is bytes-like, or a list/tuple of bytes-like parts written one after the
+    other (the pieces of a chunked record)."""
+    parts = list(payload) if isinstance(payload, (list, tuple)) else [payload]
     hbytes = jsonutil.dumps(header)
     hbytes += b" " * pad_len(RECORD_PREFIX_SIZE + len(hbytes))
-    plen = len(payload) if not isinstance(payload, memoryview) else payload.nbytes
+    plen = sum(_nbytes(p) for p in parts)
     head16 = RECORD_PREFIX.pack(RECORD_SYNC, kind, 0, len(hbytes), plen, 0, 0)[:16]
     hcrc = crc32(head16, hbytes)
-    pcrc = crc32(payload)
+    pcrc = crc32(*parts)
     prefix = head16 + hcrc.to_bytes(4, "little") + pcrc.to_bytes(4, "little")
     chunks = [prefix, hbytes]
-    if plen:
-        chunks.append(payload)
+    chunks.extend(p for p in parts if _nbytes(p))
     p = pad_len(plen)
     if p:
         chunks.append(_ZEROS[:p])
