@@ -174,6 +174,10 @@ def cmd_encode(a) -> int:
     from .files import encode_file
 
     opts = EncodeOptions.from_keywords(**{k: getattr(a, k) for k in EncodeOptions.KEYWORDS if hasattr(a, k)})
+    if os.path.isdir(a.input):  # a model folder (spec/FOLDERS.md)
+        from . import folders_cli
+
+        return folders_cli.encode(a, opts)
     prog = Progress("encoding", not a.quiet)
     t0 = time.perf_counter()
     try:
@@ -198,6 +202,10 @@ def cmd_encode(a) -> int:
 def cmd_decode(a) -> int:
     from .files import decode_file
 
+    if os.path.isdir(a.input):  # an encoded model folder (spec/FOLDERS.md)
+        from . import folders_cli
+
+        return folders_cli.decode(a)
     prog = Progress("decoding", not a.quiet)
     t0 = time.perf_counter()
     try:
@@ -221,6 +229,10 @@ def cmd_info(a) -> int:
 
     from .api import open as nopen
 
+    if os.path.isdir(a.input):  # an encoded model folder (spec/FOLDERS.md)
+        from . import folders_cli
+
+        return folders_cli.info(a)
     entropy = {}
     with nopen(a.input) as r:
         infos = r.infos()
@@ -289,6 +301,10 @@ def cmd_diff(a) -> int:
         opts["sparsity"] = a.sparsity
     if a.min_elements:
         opts["min_elements"] = a.min_elements
+    if os.path.isdir(a.base) or os.path.isdir(a.new):  # model folders, shard by shard (spec/FOLDERS.md)
+        from . import folders_cli
+
+        return folders_cli.diff(a, opts)
     t0 = time.perf_counter()
     diff_files(a.base, a.new, a.output, metadata=_parse_metadata(a.metadata), **opts)
     if not a.quiet:
@@ -301,6 +317,10 @@ def cmd_diff(a) -> int:
 def cmd_patch(a) -> int:
     from .federated.files import patch_files
 
+    if os.path.isdir(a.base) or os.path.isdir(a.update):  # model folders (spec/FOLDERS.md)
+        from . import folders_cli
+
+        return folders_cli.patch(a)
     t0 = time.perf_counter()
     fmt = patch_files(a.base, a.update, a.output, format=a.format)
     if not a.quiet:
@@ -314,6 +334,10 @@ def cmd_compare(a) -> int:
 
     from .compare import compare
 
+    if os.path.isdir(a.a) or os.path.isdir(a.b):  # model folders, shard by shard (spec/FOLDERS.md)
+        from . import folders_cli
+
+        return folders_cli.compare(a)
     diffs, overall, only_a, only_b = compare(a.a, a.b)
 
     def num(x):
