@@ -110,6 +110,12 @@ class Pipeline:
         stored dtype the result is written into (and returned)."""
         return self.decode_until(payload, spec, ctx, len(self.array_stages), chunks=chunks, threads=threads, out=out)
 
+    def decode_coded(self, payload, spec: ArraySpec, ctx: Context, threads: int = 1) -> np.ndarray:
+        """Decode what :meth:`encode` or :meth:`encode_pieces` returned (bytes or Pieces)."""
+        if isinstance(payload, ch.Pieces):
+            return self.decode(memoryview(b"".join(payload.parts)), spec, ctx, chunks=payload.table(), threads=threads)
+        return self.decode(memoryview(payload), spec, ctx, threads=threads)
+
     def decode_levels(self, payload, spec: ArraySpec, ctx: Context, *, chunks=None, threads: int = 1) -> np.ndarray:
         """Decode only as far as the array->bytes stage: e.g. the quantized levels."""
         return self.decode_until(payload, spec, ctx, 0, chunks=chunks, threads=threads)

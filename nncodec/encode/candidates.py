@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..chunks import rows_per_chunk
 from ..codecs import Context, codec_class
 from ..pipeline import Pipeline
 from .options import EncodeOptions, LosslessSpec
@@ -22,12 +23,14 @@ def step_for_scalar(scalar_step: float) -> float:
     return scalar_step * TCQ_STEP_RATIO
 
 
-def smallest(arr, candidates, ctx: Context, *, levels=None) -> tuple:
+def smallest(arr, candidates, ctx: Context, *, levels=None, threads: int = 1) -> tuple:
     """``(pipeline, payload)`` of the candidate with the smallest payload; ties go to the earlier one.
 
     Candidates that share their array->array stage objects (the same quantizer) quantize
     once. ``levels``, if given, is what the candidates' (shared) array stages make of
     ``arr``, computed by the caller (e.g. stochastic rounding, which decodes as ``scalar``).
+    A serializer input of more than one piece (:func:`nncodec.chunks.rows_per_chunk`) is
+    coded as a chunked record: the payload is then a :class:`nncodec.chunks.Pieces`.
     """
     made: dict = {}
     best = None
@@ -41,21 +44,30 @@ def smallest(arr, candidates, ctx: Context, *, levels=None) -> tuple:
                 for st in p.array_stages:
                     x = st.encode(x, ctx)
             made[key] = x
-        data = p.serializer.encode(x, ctx)
-        for st in p.bytes_stages:
-            data = st.encode(data, ctx)
+        rows = rows_per_chunk(x.shape) if p.chunkable else None
+        if rows is not None:
+            data = p.encode_levels_pieces(x, ctx, rows, threads)
+        else:
+            data = p.serializer.encode(x, ctx)
+            for st in p.bytes_stages:
+                data = st.encode(data, ctx)
         if best is None or len(data) < len(best[1]):
             best = (p, data)
     return best
 
 
-def lossless_candidates(dtype: str, nbytes: int, opts: EncodeOptions | None = None) -> list:
-    """raw, then planes (bit planes per byte, Huffman or zstd per plane) unless the tensor is tiny."""
+def lossless_candidates(dtype: str, nbytes: int, opts: EncodeOptions | None = None, shape=None) -> list:
+    """raw, then planes (bit planes per byte, Huffman or zstd per plane) unless the tensor is tiny;
+    planes alone for a tensor of several pieces (``shape`` given; planes stores a piece no
+    plane coding shrinks as its raw bytes behind one byte, so a raw copy is never needed)."""
     small = (opts.lossless_spec if opts is not None else LosslessSpec()).small_bytes
     raw = codec_class("raw")()
     if nbytes <= small:
         return [Pipeline([raw])]
-    return [Pipeline([raw]), Pipeline([codec_class("planes").for_dtype(dtype)])]
+    planes = Pipeline([codec_class("planes").for_dtype(dtype)])
+    if shape is not None and rows_per_chunk(tuple(shape)) is not None:
+        return [planes]
+    return [Pipeline([raw]), planes]
 
 
 def uses_trellis(opts: EncodeOptions) -> bool:
@@ -93,4 +105,4 @@ def encode_lossless(arr: np.ndarray, ctx: Context, opts: EncodeOptions | None = 
     from .. import dtypes
 
     arr, dt = dtypes.as_stored(arr)
-    return smallest(arr, lossless_candidates(dt, arr.nbytes, opts), ctx)
+    return smallest(arr, lossless_candidates(dt, arr.nbytes, opts, arr.shape), ctx)

@@ -13,17 +13,19 @@ Which tensors are lossy (documented in README.md):
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import fnmatch
 
 import numpy as np
 
 from .. import dtypes
+from ..chunks import Pieces, ordered, piece_bounds, resolve_threads, rows_per_chunk
 from ..codecs import Context
 from ..errors import UsageError
 from ..format.constants import DEFAULT_LIMITS, Limits
 from ..pipeline import Pipeline
-from .candidates import encode_lossless, lossy_candidates, smallest
+from .candidates import encode_lossless, lossless_candidates, lossy_candidates, smallest
 from .options import EncodeOptions
 from .rate import allocate
 
@@ -40,7 +42,7 @@ class Coded:
     dtype: str
     shape: tuple
     pipeline: Pipeline
-    payload: bytes
+    payload: bytes  #: or a :class:`nncodec.chunks.Pieces` for a chunked record
 
 
 def is_lossy(name: str, arr: np.ndarray, opts: EncodeOptions) -> bool:
@@ -72,7 +74,7 @@ def _candidates_override(name: str, value):
     return None
 
 
-def _code_lossy(tensors: dict, opts: EncodeOptions, limits: Limits) -> dict:
+def _code_lossy(tensors: dict, opts: EncodeOptions, limits: Limits, threads: int = 1) -> dict:
     """name -> (pipeline, payload) for the lossy tensors, the rate allocated across them.
 
     With a ``bits`` target the payloads are measured after coding; if they overshoot by
@@ -87,8 +89,9 @@ def _code_lossy(tensors: dict, opts: EncodeOptions, limits: Limits) -> dict:
     def code(o):
         steps = allocate(free, o)
         steps.update(fixed)
-        return {n: smallest(dtypes.as_stored(tensors[n])[0], lossy_candidates(n, st, o),
-                            Context(name=n, limits=limits)) for n, st in steps.items()}
+        jobs = (lambda n=n, st=st: smallest(dtypes.as_stored(tensors[n])[0], lossy_candidates(n, st, o),
+                                            Context(name=n, limits=limits)) for n, st in steps.items())
+        return dict(zip(steps, ordered(jobs, threads)))
 
     coded = code(opts)
     bits = opts.target.bits
@@ -101,31 +104,68 @@ def _code_lossy(tensors: dict, opts: EncodeOptions, limits: Limits) -> dict:
     return coded
 
 
-def iter_plan(tensors: dict, options: EncodeOptions | None = None, *, limits: Limits = DEFAULT_LIMITS):
-    """Yield ``(name, Coded)`` in the order of ``tensors``.
+def iter_plan(tensors: dict, options: EncodeOptions | None = None, *, limits: Limits = DEFAULT_LIMITS,
+              threads: int | None = 1):
+    """Yield ``(name, Coded)`` in the order of ``tensors``; ``threads`` code tensors and the
+    pieces of large tensors in parallel (None: every core); the output never depends on it.
 
     The lossy tensors are coded first, together (rate allocation needs them all, and
     the rate feedback pass needs their payloads); the others are coded as they are
-    yielded, so a writer holds one lossless payload at a time.
+    yielded, a bounded window ahead, so a writer holds a few payloads at a time (and the
+    pieces of the tensor being assembled).
     """
     opts = LOSSLESS if options is None else options
     if not isinstance(opts, EncodeOptions):
         raise UsageError(f"options must be an EncodeOptions, found {type(opts).__name__}")
-    coded = {} if opts.lossless else _code_lossy(tensors, opts, limits)
+    threads = resolve_threads(threads)
+    coded = {} if opts.lossless else _code_lossy(tensors, opts, limits, threads)
     ov = opts.selection.overrides
-    for name, arr in tensors.items():
-        arr, dt = dtypes.as_stored(np.asarray(arr))
-        cands = _candidates_override(name, ov.get(name))
-        ctx = Context(name=name, limits=limits)
-        if cands is not None:
-            pipe, payload = smallest(arr, cands, ctx)
-        elif name in coded:
-            pipe, payload = coded[name]
-        else:
-            pipe, payload = encode_lossless(arr, ctx, opts)
-        yield name, Coded(dt, arr.shape, pipe, payload)
+    small = opts.lossless_spec.small_bytes
+
+    def jobs():
+        # (name, dtype, shape, pieces, rows, pipeline or None, job); a job returns
+        # (pipeline, payload) for a whole tensor, or the bytes of one piece
+        for name, arr in tensors.items():
+            arr, dt = dtypes.as_stored(np.asarray(arr))
+            cands = _candidates_override(name, ov.get(name))
+            ctx = Context(name=name, limits=limits)
+            if cands is not None:
+                yield (name, dt, arr.shape, 1, None, None), (lambda a=arr, c=cands, x=ctx: smallest(a, c, x))
+                continue
+            if name in coded:
+                yield (name, dt, arr.shape, 1, None, None), (lambda r=coded[name]: r)
+                continue
+            rows = rows_per_chunk(arr.shape) if arr.nbytes > small else None
+            if rows is None:
+                yield (name, dt, arr.shape, 1, None, None), (lambda a=arr, x=ctx: encode_lossless(a, x, opts))
+                continue
+            pipe, = lossless_candidates(dt, arr.nbytes, opts, arr.shape)
+            bounds = piece_bounds(arr.shape[0], rows)
+            for a, b in bounds:
+                yield ((name, dt, arr.shape, len(bounds), rows, pipe),
+                       (lambda p=pipe, x=arr[a:b], c=ctx: p._encode_bytes(x, c)))
+
+    metas = collections.deque()
+
+    def calls():
+        for meta, job in jobs():
+            metas.append(meta)
+            yield job
+
+    parts: list = []
+    for result in ordered(calls(), threads):
+        name, dt, shape, n, rows, pipe = metas.popleft()
+        if n == 1:
+            p, payload = result
+            yield name, Coded(dt, shape, p, payload)
+            continue
+        parts.append(result)
+        if len(parts) == n:
+            yield name, Coded(dt, shape, pipe, Pieces(rows, tuple(parts)))
+            parts = []
 
 
-def plan(tensors: dict, options: EncodeOptions | None = None, *, limits: Limits = DEFAULT_LIMITS) -> dict:
+def plan(tensors: dict, options: EncodeOptions | None = None, *, limits: Limits = DEFAULT_LIMITS,
+         threads: int | None = 1) -> dict:
     """name -> :class:`Coded` (pipeline and payload) for every tensor of ``tensors``."""
-    return dict(iter_plan(tensors, options, limits=limits))
+    return dict(iter_plan(tensors, options, limits=limits, threads=threads))

@@ -287,7 +287,7 @@ def _quantize(name: str, d64: np.ndarray, dt: str, o: UpdateOptions, ctx: Contex
             levels = lv.astype(np.int32).reshape(d.shape)
         candidates = [Pipeline([q, codec_class("ans")()]), Pipeline([q, codec_class("zerorun")()])]
         pipe, payload = smallest(d, candidates, ctx, levels=levels)
-    dec = pipe.decode(memoryview(payload), ArraySpec(dt, d.shape), ctx)
+    dec = pipe.decode_coded(payload, ArraySpec(dt, d.shape), ctx)
     return pipe, payload, dec
 
 
