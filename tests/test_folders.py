@@ -1,0 +1,298 @@
+"""Hugging Face model folders: sharded safetensors and .bin, other files carried, atomic output."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from nncodec import folders
+from nncodec.cli import main
+from nncodec.errors import BaseMismatchError, CorruptError, NNCodecError, UsageError
+from nncodec.io import Checkpoint, read_checkpoint, write_checkpoint
+
+from helpers import assert_same, sample
+
+SHARDS = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
+EXTRA = {"config.json": b'{"model_type": "bert", "hidden_size": 16}\n',
+         "tokenizer.json": '{"vocab": {"\u00e9": 0}}'.encode(),
+         "generation_config.json": b"{}",
+         "sub/vocab.txt": b"[PAD]\n[UNK]\r\nhello\n"}
+
+
+def _tensors(seed=0):
+    return [
+        {"embeddings.weight": sample("float32", (40, 16), seed), "embeddings.norm": sample("bfloat16", (16,), seed),
+         "position_ids": np.arange(12, dtype=np.int64).reshape(1, 12)},
+        {"layer.0.weight": sample("float16", (16, 16), seed + 1), "layer.0.bias": sample("float32", (16,), seed + 1),
+         "pooler.weight": sample("float32", (16, 16), seed + 2)},
+    ]
+
+
+def _write_extra(d):
+    for name, data in EXTRA.items():
+        p = d / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+
+
+def _index_bytes(parts, shard_names) -> bytes:
+    wm = {n: s for part, s in zip(parts, shard_names) for n in part}
+    total = sum(a.nbytes for part in parts for a in part.values())
+    # a key order and spacing of its own: the index must come back byte for byte, not re-serialised
+    return (json.dumps({"metadata": {"total_size": total}, "weight_map": dict(sorted(wm.items()))}, indent=2)
+            + "\n").encode()
+
+
+def st_folder(d, seed=0, extra=True):
+    d.mkdir()
+    parts = _tensors(seed)
+    for part, name in zip(parts, SHARDS):
+        write_checkpoint(d / name, Checkpoint(tensors=part, metadata={"format": "pt"}), "safetensors")
+    (d / "model.safetensors.index.json").write_bytes(_index_bytes(parts, SHARDS))
+    if extra:
+        _write_extra(d)
+    return parts
+
+
+def all_files(d) -> dict:
+    out = {}
+    for root, _, files in os.walk(d):
+        for f in files:
+            p = os.path.join(root, f)
+            out[os.path.relpath(p, d).replace(os.sep, "/")] = open(p, "rb").read()
+    return out
+
+
+def no_leftovers(parent):
+    return [p for p in os.listdir(parent) if p.endswith(".part")] == []
+
+
+def test_safetensors_folder_round_trip(tmp_path):
+    src, enc, back = tmp_path / "model", tmp_path / "enc", tmp_path / "back"
+    parts = st_folder(src)
+    seen = []
+    doc = folders.encode_folder(src, enc, progress=lambda label, done, total: seen.append((label, done, total)))
+    names = set(all_files(enc))
+    assert names == {s + ".nnc" for s in SHARDS} | set(EXTRA) | {"model.safetensors.index.json", "nncodec.index.json"}
+    idx = json.loads((enc / "nncodec.index.json").read_text())
+    assert idx == doc and idx["nncodec_folder"] == 1 and idx["kind"] == "model"
+    (g,) = idx["groups"]
+    assert g["index"] == "model.safetensors.index.json" and g["format"] == "safetensors"
+    assert g["metadata"] == json.loads((src / "model.safetensors.index.json").read_bytes())["metadata"]
+    assert [s["file"] for s in g["shards"]] == list(SHARDS)
+    assert g["weight_map"] == {n: s + ".nnc" for part, s in zip(parts, SHARDS) for n in part}
+    assert sorted(idx["files"]) == sorted(set(EXTRA) | {"model.safetensors.index.json"})
+    # progress names each shard, never goes back, and ends at the whole folder's size
+    assert {s for s in SHARDS} <= {label for label, _, _ in seen}
+    dones = [d for _, d, _ in seen]
+    assert dones == sorted(dones) and seen[-1][1] == seen[-1][2] == sum(len(v) for v in all_files(src).values())
+
+    folders.decode_folder(enc, back)
+    assert all_files(back) == all_files(src)  # shards, index json and every other file, byte for byte
+    for part, s in zip(parts, SHARDS):
+        got = read_checkpoint(back / s).tensors
+        assert list(got) == list(part)
+        for n, v in part.items():
+            assert_same(got[n], v)
+    assert no_leftovers(tmp_path)
+
+
+def _bin_folder(d):
+    torch = pytest.importorskip("torch")
+    d.mkdir()
+    names = ("pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin")
+    g = torch.Generator().manual_seed(0)
+    parts = [{"a.weight": torch.randn(8, 6, generator=g), "a.bias": torch.randn(6, generator=g).half()},
+             {"b.weight": torch.randn(6, 4, generator=g).bfloat16(), "b.steps": torch.tensor(7)}]
+    for part, n in zip(parts, names):
+        torch.save(part, d / n)
+    (d / "pytorch_model.bin.index.json").write_bytes(
+        _index_bytes([{k: v.numpy() if v.dtype != torch.bfloat16 else v.float().numpy() for k, v in p.items()}
+                      for p in parts], names))
+    (d / "config.json").write_bytes(EXTRA["config.json"])
+    return torch, parts, names
+
+
+def test_bin_shards_round_trip(tmp_path):
+    src, enc, back = tmp_path / "model", tmp_path / "enc", tmp_path / "back"
+    torch, parts, names = _bin_folder(src)
+    doc = folders.encode_folder(src, enc)
+    (g,) = doc["groups"]
+    assert g["index"] == "pytorch_model.bin.index.json" and g["format"] == "torch"
+    assert sorted(all_files(enc)) == sorted([n + ".nnc" for n in names] + ["config.json", "nncodec.index.json",
+                                                                           "pytorch_model.bin.index.json"])
+    folders.decode_folder(enc, back)
+    orig, got = all_files(src), all_files(back)
+    assert sorted(got) == sorted(orig)
+    for n in ("config.json", "pytorch_model.bin.index.json"):
+        assert got[n] == orig[n]
+    for part, n in zip(parts, names):
+        loaded = torch.load(back / n, weights_only=True)
+        assert list(loaded) == list(part)
+        for k, v in part.items():
+            assert loaded[k].dtype == v.dtype and torch.equal(loaded[k], v)
+
+
+@pytest.mark.parametrize("single", ["model.safetensors", "pytorch_model.bin"])
+def test_single_file_folder(tmp_path, single):
+    src, enc, back = tmp_path / "model", tmp_path / "enc", tmp_path / "back"
+    src.mkdir()
+    t = {"w": sample("float32", (9, 7)), "b": sample("int8", (7,))}
+    write_checkpoint(src / single, Checkpoint(tensors=t), "safetensors" if single.endswith("tensors") else "torch")
+    _write_extra(src)
+    assert folders.is_model_folder(src) and not folders.is_encoded_folder(src)
+    doc = folders.encode_folder(src, enc)
+    assert folders.is_encoded_folder(enc) and not folders.is_model_folder(enc)
+    (g,) = doc["groups"]
+    assert g["index"] is None and g["shards"][0]["file"] == single and set(g["weight_map"]) == set(t)
+    folders.decode_folder(enc, back)
+    assert sorted(all_files(back)) == sorted(all_files(src))
+    for n, v in read_checkpoint(back / single).tensors.items():
+        assert_same(v, t[n])
+
+
+def test_failure_midway_leaves_no_output(tmp_path):
+    src = tmp_path / "model"
+    st_folder(src)
+    good = (src / SHARDS[1]).read_bytes()
+    (src / SHARDS[1]).write_bytes(good[: len(good) - 40])  # a cut-off download of the second shard
+    with pytest.raises(NNCodecError) as e:
+        folders.encode_folder(src, tmp_path / "enc")
+    assert SHARDS[1] in str(e.value)
+    assert not (tmp_path / "enc").exists() and no_leftovers(tmp_path)
+
+    (src / SHARDS[1]).write_bytes(good)
+    folders.encode_folder(src, tmp_path / "enc")
+    nnc = tmp_path / "enc" / (SHARDS[1] + ".nnc")
+    b = bytearray(nnc.read_bytes())
+    b[len(b) // 2] ^= 0xFF  # damage the second shard's .nnc file
+    nnc.write_bytes(bytes(b))
+    with pytest.raises(CorruptError) as e:
+        folders.decode_folder(tmp_path / "enc", tmp_path / "back")
+    assert SHARDS[1] in str(e.value)
+    assert not (tmp_path / "back").exists() and no_leftovers(tmp_path)
+
+
+def test_existing_output_refused(tmp_path):
+    src = tmp_path / "model"
+    st_folder(src)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_bytes(b"mine")
+    with pytest.raises(UsageError, match="not empty; choose another path or remove it"):
+        folders.encode_folder(src, out)
+    assert all_files(out) == {"keep.txt": b"mine"}
+    with pytest.raises(UsageError, match="inside the input folder"):
+        folders.encode_folder(src, src / "enc")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    folders.encode_folder(src, empty)  # an empty folder is taken
+    assert folders.is_encoded_folder(empty)
+    with pytest.raises(UsageError, match="already an nncodec folder"):
+        folders.encode_folder(empty, tmp_path / "again")
+
+
+def test_bad_folders_are_named(tmp_path):
+    src = tmp_path / "model"
+    st_folder(src)
+    (src / SHARDS[0]).unlink()
+    with pytest.raises(UsageError, match="incomplete: fetch the missing shard"):
+        folders.encode_folder(src, tmp_path / "enc")
+    (tmp_path / "none").mkdir()
+    with pytest.raises(UsageError, match="no weights found"):
+        folders.encode_folder(tmp_path / "none", tmp_path / "enc")
+
+    src2 = tmp_path / "m2"
+    st_folder(src2)
+    folders.encode_folder(src2, tmp_path / "enc2")
+    idx_path = tmp_path / "enc2" / "nncodec.index.json"
+    idx = json.loads(idx_path.read_text())
+    idx["groups"][0]["shards"][0]["file"] = "../escape.safetensors"
+    idx_path.write_text(json.dumps(idx))
+    with pytest.raises(CorruptError, match="not a plain relative path"):
+        folders.decode_folder(tmp_path / "enc2", tmp_path / "back")
+    assert not (tmp_path / "escape.safetensors").exists() and not (tmp_path / "back").exists()
+    idx["groups"][0]["shards"][0]["file"] = SHARDS[0]
+    idx["nncodec_folder"] = 2
+    idx_path.write_text(json.dumps(idx))
+    with pytest.raises(NNCodecError, match="newer nncodec"):
+        folders.decode_folder(tmp_path / "enc2", tmp_path / "back")
+
+
+def test_cli_on_folders(tmp_path, capsys):
+    src, enc, back = tmp_path / "model", tmp_path / "enc", tmp_path / "back"
+    parts = st_folder(src)
+    assert main(["encode", str(src), str(enc)]) == 0
+    assert "2 shards" in capsys.readouterr().out
+    assert main(["info", str(enc)]) == 0
+    out = capsys.readouterr().out
+    assert SHARDS[0] in out and SHARDS[1] in out and "(total)" in out
+    assert main(["info", "--json", str(enc)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [s["file"] for s in info["shards"]] == list(SHARDS)
+    assert info["total"]["tensors"] == sum(len(p) for p in parts)
+    assert main(["decode", "-q", str(enc), str(back)]) == 0
+    assert all_files(back) == all_files(src)
+
+    assert main(["compare", "--json", str(src), str(enc)]) == 0
+    cmp = json.loads(capsys.readouterr().out)
+    assert cmp["overall"]["exact"] and [s["file"] for s in cmp["shards"]] == list(SHARDS)
+    assert [t["name"] for t in cmp["shards"][1]["tensors"]] == list(parts[1])
+    assert not cmp["only_in_a"] and not cmp["only_in_b"]
+
+    # a fine-tune changing the second shard only, with a new config
+    new = tmp_path / "new"
+    st_folder(new)
+    changed = dict(parts[1], **{"layer.0.bias": parts[1]["layer.0.bias"] + np.float32(0.5)})
+    write_checkpoint(new / SHARDS[1], Checkpoint(tensors=changed, metadata={"format": "pt"}), "safetensors")
+    (new / "config.json").write_bytes(b'{"model_type": "bert", "finetuned": true}\n')
+    assert main(["compare", str(src), str(new)]) == 0
+    text = capsys.readouterr().out
+    assert "layer.0.bias" in text and SHARDS[1] in text
+
+    upd, patched = tmp_path / "upd", tmp_path / "patched"
+    assert main(["diff", "-q", str(src), str(new), str(upd)]) == 0
+    assert json.loads((upd / "nncodec.index.json").read_text())["kind"] == "update"
+    assert main(["info", str(upd)]) == 0
+    assert "update folder" in capsys.readouterr().out
+    assert main(["patch", "-q", str(enc), str(upd), str(patched)]) == 0  # the base may be an encoded folder
+    assert all_files(patched) == all_files(new)
+
+    # an update applied to another base is refused, naming the shard, and writes nothing
+    other = tmp_path / "other"
+    st_folder(other, seed=5, extra=False)
+    capsys.readouterr()
+    assert main(["patch", str(other), str(upd), str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert "SHA-256" in err and SHARDS[0] in err
+    assert not (tmp_path / "x").exists() and no_leftovers(tmp_path)
+    with pytest.raises(BaseMismatchError):
+        folders.patch_folders(other, upd, tmp_path / "x")
+
+    # usage errors: a folder with a file, decode of a model folder, an update given to decode
+    assert main(["compare", str(src), str(src / SHARDS[0])]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert main(["decode", str(src), str(tmp_path / "y")]) == 2
+    assert "encode it with nncodec encode first" in capsys.readouterr().err
+    assert main(["decode", str(upd), str(tmp_path / "y")]) == 2
+    assert "nncodec patch" in capsys.readouterr().err
+
+
+def test_transformers_loads_decoded_folder(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=128, max_position_embeddings=64)
+    model = transformers.BertModel(cfg).eval()
+    src, enc, back = tmp_path / "model", tmp_path / "enc", tmp_path / "back"
+    model.save_pretrained(src, max_shard_size="200KB")
+    assert (src / "model.safetensors.index.json").exists()  # sharded
+    folders.encode_folder(src, enc)
+    folders.decode_folder(enc, back)
+    assert all_files(back) == all_files(src)
+    loaded = transformers.BertModel.from_pretrained(back).eval()
+    x = torch.randint(0, 500, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(model(x).last_hidden_state, loaded(x).last_hidden_state)
