@@ -82,8 +82,8 @@ def _parser() -> argparse.ArgumentParser:
                        description="Encode a checkpoint to a .nnc file: losslessly, unless a rate option "
                        "(--bits, --snr, --step, --max-error) or --preset is given.",
                        epilog=_ENCODE_EPILOG + help_text())
-    e.add_argument("input", help="checkpoint: .safetensors, .pt/.pth/.bin, .npz")
-    e.add_argument("output", help=".nnc file to write (written atomically)")
+    e.add_argument("input", help="checkpoint: .safetensors, .pt/.pth/.bin, .npz; or a model folder (spec/FOLDERS.md)")
+    e.add_argument("output", help=".nnc file to write (written atomically); a folder for a model folder")
     e.add_argument("--format", choices=["safetensors", "torch", "npz"], help="input format (default: detected from the bytes)")
     e.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="add user metadata (repeatable)")
     rate = e.add_mutually_exclusive_group()
@@ -105,8 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("decode", help="decode a .nnc file to a checkpoint",
                        description="Decode a .nnc file to a checkpoint. The format written is --format if given, "
                        "else the output extension, else the format the file was encoded from.")
-    d.add_argument("input", help=".nnc file")
-    d.add_argument("output", help="checkpoint to write (written atomically)")
+    d.add_argument("input", help=".nnc file, or a folder nncodec encode wrote")
+    d.add_argument("output", help="checkpoint to write (written atomically); a folder for an encoded folder")
     d.add_argument("--format", choices=["safetensors", "torch", "torch-legacy", "npz"], help="output format")
     d.add_argument("--salvage", action="store_true",
                    help="from a damaged or truncated file, write the tensors before the damage")
@@ -115,14 +115,14 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="list the tensors of a .nnc file",
                        description="List the tensors of a .nnc file: dtype, shape, pipeline, stored bytes, "
                        "ratio (stored / raw) and bits per value.")
-    i.add_argument("input", help=".nnc file")
+    i.add_argument("input", help=".nnc file, or an encoded folder")
     i.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     df = sub.add_parser("diff", help="write the update from BASE to NEW (a fine-tune delta)",
                         description="Write the difference between checkpoint NEW and checkpoint BASE as a .nnc "
                         "update that records BASE's hash (spec/UPDATES.md). Lossless (exact XOR deltas) unless a "
                         "quantizer or sparsification option is given.")
-    df.add_argument("base", help="the checkpoint both sides hold")
+    df.add_argument("base", help="the checkpoint (or model folder) both sides hold")
     df.add_argument("new", help="the fine-tuned checkpoint")
     df.add_argument("output", help=".nnc update to write (atomically)")
     df.add_argument("--quantizer", choices=["scalar", "stochastic", "3lc"], help="lossy delta coding")
@@ -142,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     pt = sub.add_parser("patch", help="apply an update to BASE and write the result",
                         description="Apply a .nnc update written by `nncodec diff` to BASE and write the result; "
                         "refuses a BASE other than the one the update was made against.")
-    pt.add_argument("base", help="the checkpoint the update was made against")
+    pt.add_argument("base", help="the checkpoint (or model folder) the update was made against")
     pt.add_argument("update", help=".nnc update")
     pt.add_argument("output", help="checkpoint to write (atomically)")
     pt.add_argument("--format", choices=["safetensors", "torch", "torch-legacy", "npz"], help="output format")
@@ -151,8 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="compare two checkpoints tensor by tensor",
                        description="Compare two checkpoints (any supported format, .nnc included) tensor by tensor: "
                        "SNR in dB (10·log10 Σw²/Σ(w−ŵ)²), max absolute error and relative error ‖w−ŵ‖/‖w‖.")
-    c.add_argument("a", help="reference checkpoint")
-    c.add_argument("b", help="checkpoint to compare with it")
+    c.add_argument("a", help="reference checkpoint (or model folder)")
+    c.add_argument("b", help="checkpoint (or folder) to compare with it")
     c.add_argument("--json", action="store_true", help="print JSON for scripts")
     return p
 
