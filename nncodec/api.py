@@ -471,7 +471,9 @@ class StreamReader:
     instead of raising.
     """
 
-    def __init__(self, stream, *, limits: Limits = DEFAULT_LIMITS, salvage: bool = False, what: str | None = None):
+    def __init__(self, stream, *, limits: Limits = DEFAULT_LIMITS, salvage: bool = False, what: str | None = None,
+                 threads: int | None = None):
+        self.threads = resolve_threads(threads)
         self._owned = None
         if isinstance(stream, (str, os.PathLike)):
             what = what or os.fspath(stream)
@@ -520,7 +522,7 @@ class StreamReader:
                 meta_offset = rec.offset
                 self.metadata = _check_metadata(rec.header.get("metadata"), what, limits)
             elif rec.kind == KIND_TENSOR:
-                name, arr = _tensor_from_record(rec, limits, what)
+                name, arr = _tensor_from_record(rec, limits, what, self.threads)
                 if name in seen or name in aliases:
                     raise CorruptError(f"{what}: tensor {name!r} appears twice")
                 if len(seen) + len(aliases) >= limits.max_records:
@@ -552,9 +554,11 @@ class StreamReader:
                 raise CorruptError(f"{what}: unknown record kind 0x{rec.kind:02x} at offset {rec.offset}")
 
 
-def iter_decode(stream, *, limits: Limits = DEFAULT_LIMITS, salvage: bool = False) -> StreamReader:
-    """Decode a .nnc file or stream tensor by tensor: ``for name, arr in iter_decode(f)``."""
-    return StreamReader(stream, limits=limits, salvage=salvage)
+def iter_decode(stream, *, limits: Limits = DEFAULT_LIMITS, salvage: bool = False,
+                threads: int | None = None) -> StreamReader:
+    """Decode a .nnc file or stream tensor by tensor: ``for name, arr in iter_decode(f)``;
+    the chunks of a large tensor decode on ``threads`` threads (None: every core)."""
+    return StreamReader(stream, limits=limits, salvage=salvage, threads=threads)
 
 
 # ----------------------------------------------------------------- in memory

@@ -64,6 +64,49 @@ _ENCODE_EPILOG = """lossy coding:
 """
 
 
+def _size(text: str) -> int:
+    """A byte count: 123, 64K, 1.5G, 16GiB, 2TB (powers of 1024)."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    mult = 1
+    for suffix, m in (("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("T", 1 << 40), ("P", 1 << 50)):
+        if t.endswith(suffix):
+            t, mult = t[:-1], m
+            break
+    try:
+        v = float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (examples: 64G, 16GiB, 1.5T, 1000000)") from None
+    if not v > 0 or v * mult >= 2**63:
+        raise argparse.ArgumentTypeError(f"{text!r}: a size must be positive and below 8 EiB")
+    return int(v * mult)
+
+
+def _threads(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: threads must be a positive integer")
+    return n
+
+
+def _engine_args(p, threads: bool = True) -> None:
+    """--threads and --max-tensor-size, on every command that codes or reads tensors."""
+    if threads:
+        p.add_argument("--threads", type=_threads, metavar="N",
+                       help="threads to code with (default: every core); the output does not depend on it")
+    p.add_argument("--max-tensor-size", type=_size, metavar="SIZE",
+                   help="refuse to decode a tensor over SIZE bytes (default 16GiB; raise it for trusted giants)")
+
+
+def _limits(a):
+    from .format.constants import DEFAULT_LIMITS
+
+    n = getattr(a, "max_tensor_size", None)
+    return DEFAULT_LIMITS if n is None else DEFAULT_LIMITS.replace(max_tensor_bytes=n)
+
+
 def _parser() -> argparse.ArgumentParser:
     from .encode.options import OBJECTIVES, QUANTIZERS
     from .encode.presets import PRESETS, help_text
@@ -100,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="what rate allocation minimises: each tensor's relative error (default) or the total squared error")
     e.add_argument("--dither", action="store_true", help="subtractive dither: unbiased reconstruction")
     e.add_argument("--seed", type=int, default=0, help="dither seed (default 0)")
+    _engine_args(e)
     e.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
     d = sub.add_parser("decode", help="decode a .nnc file to a checkpoint",
@@ -110,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--format", choices=["safetensors", "torch", "torch-legacy", "npz"], help="output format")
     d.add_argument("--salvage", action="store_true",
                    help="from a damaged or truncated file, write the tensors before the damage")
+    _engine_args(d)
     d.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
     i = sub.add_parser("info", help="list the tensors of a .nnc file",
@@ -117,6 +162,7 @@ def _parser() -> argparse.ArgumentParser:
                        "ratio (stored / raw) and bits per value.")
     i.add_argument("input", help=".nnc file, or an encoded folder")
     i.add_argument("--json", action="store_true", help="print JSON for scripts")
+    _engine_args(i)
 
     df = sub.add_parser("diff", help="write the update from BASE to NEW (a fine-tune delta)",
                         description="Write the difference between checkpoint NEW and checkpoint BASE as a .nnc "
@@ -137,6 +183,7 @@ def _parser() -> argparse.ArgumentParser:
     df.add_argument("--sparsity", type=float, default=1.0, help="3LC sparsity multiplier s >= 1 (default 1)")
     df.add_argument("--min-elements", type=int, default=0, help="code smaller tensors losslessly")
     df.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="add user metadata (repeatable)")
+    _engine_args(df, threads=False)
     df.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
     pt = sub.add_parser("patch", help="apply an update to BASE and write the result",
@@ -146,6 +193,7 @@ def _parser() -> argparse.ArgumentParser:
     pt.add_argument("update", help=".nnc update")
     pt.add_argument("output", help="checkpoint to write (atomically)")
     pt.add_argument("--format", choices=["safetensors", "torch", "torch-legacy", "npz"], help="output format")
+    _engine_args(pt, threads=False)
     pt.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
     c = sub.add_parser("compare", help="compare two checkpoints tensor by tensor",
@@ -154,6 +202,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("a", help="reference checkpoint (or model folder)")
     c.add_argument("b", help="checkpoint (or folder) to compare with it")
     c.add_argument("--json", action="store_true", help="print JSON for scripts")
+    _engine_args(c)
     return p
 
 
@@ -182,7 +231,7 @@ def cmd_encode(a) -> int:
     t0 = time.perf_counter()
     try:
         infos = encode_file(a.input, a.output, format=a.format, metadata=_parse_metadata(a.metadata), progress=prog,
-                            options=opts)
+                            options=opts, threads=a.threads, limits=_limits(a))
     finally:
         prog.close()
     dt = time.perf_counter() - t0
@@ -209,7 +258,8 @@ def cmd_decode(a) -> int:
     prog = Progress("decoding", not a.quiet)
     t0 = time.perf_counter()
     try:
-        fmt = decode_file(a.input, a.output, format=a.format, progress=prog, salvage=a.salvage)
+        fmt = decode_file(a.input, a.output, format=a.format, progress=prog, salvage=a.salvage,
+                          threads=a.threads, limits=_limits(a))
     finally:
         prog.close()
     if not a.quiet:
@@ -234,7 +284,7 @@ def cmd_info(a) -> int:
 
         return folders_cli.info(a)
     entropy = {}
-    with nopen(a.input) as r:
+    with nopen(a.input, limits=_limits(a), threads=a.threads) as r:
         infos = r.infos()
         md = r.metadata
         for t in infos:
@@ -306,7 +356,7 @@ def cmd_diff(a) -> int:
 
         return folders_cli.diff(a, opts)
     t0 = time.perf_counter()
-    diff_files(a.base, a.new, a.output, metadata=_parse_metadata(a.metadata), **opts)
+    diff_files(a.base, a.new, a.output, metadata=_parse_metadata(a.metadata), limits=_limits(a), **opts)
     if not a.quiet:
         print(f"{a.new} - {a.base} -> {a.output}: {_human(os.path.getsize(a.output))} "
               f"({100 * os.path.getsize(a.output) / max(os.path.getsize(a.new), 1):.1f}% of {a.new}), "
@@ -322,7 +372,7 @@ def cmd_patch(a) -> int:
 
         return folders_cli.patch(a)
     t0 = time.perf_counter()
-    fmt = patch_files(a.base, a.update, a.output, format=a.format)
+    fmt = patch_files(a.base, a.update, a.output, format=a.format, limits=_limits(a))
     if not a.quiet:
         print(f"{a.base} + {a.update} -> {a.output} ({fmt}), {time.perf_counter() - t0:.2f} s")
     return 0
@@ -338,7 +388,7 @@ def cmd_compare(a) -> int:
         from . import folders_cli
 
         return folders_cli.compare(a)
-    diffs, overall, only_a, only_b = compare(a.a, a.b)
+    diffs, overall, only_a, only_b = compare(a.a, a.b, limits=_limits(a))
 
     def num(x):
         return None if isinstance(x, float) and math.isinf(x) else x

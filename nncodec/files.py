@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import threading
+
+import numpy as np
 
 from . import io as nio
 from ._atomic import atomic_path
-from .api import Writer, iter_decode
-from .errors import UsageError
+from .api import Reader, Writer, iter_decode
+from .chunks import ordered, parse_table, resolve_threads
+from .errors import CorruptError, UsageError
 from .format.constants import DEFAULT_LIMITS, Limits
 
 _FAMILY = {"torch": {"torch", "torch-legacy"}, "safetensors": {"safetensors"}, "npz": {"npz"}}
@@ -58,18 +62,19 @@ def encode_file(src, dst, *, format: str | None = None, metadata: dict | None = 
         md.update(metadata)
     with atomic_path(dst, inputs=[src]) as tmp, open(tmp, "wb") as f:
         with Writer(f, metadata=md, limits=limits) as w:
-            write_tensors(w, ck.tensors, ck.aliases, opts, progress)
+            write_tensors(w, ck.tensors, ck.aliases, opts, progress, threads=threads)
         infos = w.infos
     return infos
 
 
-def write_tensors(w: Writer, tensors: dict, aliases: dict, options=None, progress=None) -> None:
+def write_tensors(w: Writer, tensors: dict, aliases: dict, options=None, progress=None,
+                  threads: int | None = 1) -> None:
     """Add ``tensors`` (coded as :func:`nncodec.encode.plan` decides under ``options``;
-    lossless by default) and ``aliases`` to a Writer."""
+    lossless by default) and ``aliases`` to a Writer, coding on ``threads`` threads."""
     from .encode import iter_plan
 
     total = sum(a.nbytes for a in tensors.values())
-    coded = iter_plan(tensors, options, limits=w.limits)
+    coded = iter_plan(tensors, options, limits=w.limits, threads=threads)
     for name, c in _progress_iter(coded, progress, total, tensors):
         w.add_encoded(name, c.dtype, c.shape, c.pipeline, c.payload)
     for a, t in aliases.items():
@@ -104,11 +109,23 @@ def decode_file(src, dst, *, format: str | None = None, limits: Limits = DEFAULT
     The format is ``format`` if given, else the output's extension, else the
     format the file was encoded from. ``dst`` is written atomically.
     With ``salvage=True`` a damaged file yields the tensors before the damage.
+    ``threads`` decode tensors and chunks in parallel (None: every core); a safetensors
+    output is written in place, tensor by tensor, with memory bounded by a few chunks
+    per thread (plus the largest lossy tensor).
     """
     src, dst = os.fspath(src), os.fspath(dst)
     if not os.path.isfile(src):
         raise UsageError(f"{src}: no such file")
-    stream = iter_decode(src, limits=limits, salvage=salvage)
+    threads = resolve_threads(threads)
+    if not salvage:
+        with Reader(src, limits=limits, threads=threads) as r:
+            md = dict(r.metadata)
+            fmt = output_format(dst, md.get(nio.SOURCE_FORMAT_KEY), format)
+            if fmt == "safetensors":
+                with atomic_path(dst, inputs=[src]) as tmp:
+                    _decode_to_safetensors(r, tmp, md, threads, progress)
+                return fmt
+    stream = iter_decode(src, limits=limits, salvage=salvage, threads=threads)
     total = os.path.getsize(src)
     report = None if progress is None else (lambda name: progress(name, stream.bytes_read, total))
     tensors, aliases = nio.gather(stream, report)
@@ -119,3 +136,118 @@ def decode_file(src, dst, *, format: str | None = None, limits: Limits = DEFAULT
     with atomic_path(dst, inputs=[src]) as tmp:
         nio.write_checkpoint(tmp, ck, fmt)
     return fmt
+
+
+_scratch = threading.local()
+
+
+def _buffer(nbytes: int) -> np.ndarray:
+    """This thread's reusable output buffer, at least ``nbytes`` long (first-touch page faults
+    cost more than decoding on some machines: the same pages serve every piece)."""
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.nbytes < nbytes:
+        buf = _scratch.buf = np.empty(max(nbytes, 1 << 22), np.uint8)
+    return buf[:nbytes]
+
+
+def _pwrite_all(fd: int, data, offset: int) -> None:
+    view = memoryview(data).cast("B")
+    while view.nbytes:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+def _decode_to_safetensors(r: Reader, path: str, md: dict, threads: int, progress) -> None:
+    """Write the safetensors file of reader ``r`` at ``path``: the header first (every size is
+    in the record headers), then each tensor (or chunk) decoded into a reused per-thread
+    buffer and written at its offset, on ``threads`` threads."""
+    from .api import _tensor_spec
+    from .codecs import ArraySpec, Context
+    from .io.safetensors import header_bytes
+    from .pipeline import check_tensor_bytes
+
+    names = list(r._tensors)
+    specs = {}
+    for name in names:
+        rec = r._tensor_record(name)
+        specs[name] = _tensor_spec(rec.header, r._limits, r.path)[1]
+        del rec
+    aliases = r.aliases()
+    order = names + list(aliases)
+    entries = [(n, specs[aliases.get(n, n)].dtype, specs[aliases.get(n, n)].shape) for n in order]
+    head = header_bytes(entries, md)
+    offsets, pos = {}, len(head)
+    for n, dt, shape in entries:
+        offsets[n] = pos
+        pos += ArraySpec(dt, shape).nbytes
+    total = pos
+    done = [0]
+
+    with open(path, "wb") as f:
+        fd = f.fileno()
+        f.write(head)
+        f.flush()
+        os.ftruncate(fd, total)
+
+        def jobs():
+            for name in names:
+                rec = r._tensor_record(name)
+                tname, spec, pipe = _tensor_spec(rec.header, r._limits, r.path)
+                ctx = Context(name=tname, limits=r._limits)
+                check_tensor_bytes(pipe.specs(spec), ctx)
+                chunks = rec.header.get("chunks")
+                base = offsets[name]
+                if pipe.array_stages or chunks is None:
+                    def whole(rec=rec, spec=spec, pipe=pipe, ctx=ctx, base=base, chunks=chunks, name=name):
+                        if pipe.array_stages:
+                            arr = pipe.decode(rec.payload, spec, ctx, chunks=chunks, threads=1)
+                        else:
+                            out = _buffer(spec.nbytes).view(arr_dtype(spec)).reshape(spec.shape)
+                            arr = pipe.decode(rec.payload, spec, ctx, chunks=chunks, threads=1, out=out)
+                        if arr.size:
+                            _pwrite_all(fd, np.ascontiguousarray(arr).reshape(-1).view(np.uint8), base)
+                        return name, spec.nbytes
+                    yield whole
+                    continue
+                table = parse_table(chunks, spec.shape, rec.payload.nbytes, f"{r.path}: tensor {tname!r}")
+                row_bytes = spec.nbytes // spec.shape[0]
+                for i, (a, b) in enumerate(table.bounds):
+                    def piece(i=i, a=a, b=b, rec=rec, spec=spec, pipe=pipe, ctx=ctx, base=base, table=table,
+                              row_bytes=row_bytes, name=name, tname=tname):
+                        s = ArraySpec(spec.dtype, (b - a, *spec.shape[1:]))
+                        out = _buffer(s.nbytes).view(arr_dtype(spec)).reshape(s.shape)
+                        pipe.decode_piece(table.piece(rec.payload, i), s, ctx, out)
+                        if spec.dtype == "bool" and out.size and out.view(np.uint8).max() > 1:
+                            raise CorruptError(f"tensor {tname!r}: a bool value decoded to a byte other than 0 or 1")
+                        _pwrite_all(fd, out.reshape(-1).view(np.uint8), base + a * row_bytes)
+                        return name, s.nbytes
+                    yield piece
+
+        for name, n in ordered(jobs(), threads):
+            done[0] += n
+            if progress is not None:
+                progress(name, done[0], total)
+        for a, t in aliases.items():
+            _copy_range(fd, offsets[t], offsets[a], specs[t].nbytes)
+
+
+def arr_dtype(spec) -> np.dtype:
+    """The buffer dtype a tensor is decoded into on its way to the file: an unsigned word of
+    its width (the bytes are the same; no ml_dtypes import for bfloat16 and float8)."""
+    from . import dtypes
+
+    return dtypes.uint_view(spec.dtype) if spec.dtype != "bool" else np.dtype(np.bool_)
+
+
+def _copy_range(fd: int, src: int, dst: int, n: int) -> None:
+    """Copy ``n`` bytes of the file from offset ``src`` to ``dst`` (an alias's copy)."""
+    step = 1 << 22
+    done = 0
+    while done < n:
+        k = min(step, n - done)
+        data = os.pread(fd, k, src + done)
+        if not data:
+            raise OSError(f"short read copying {n} bytes at offset {src}")
+        _pwrite_all(fd, data, dst + done)
+        done += len(data)

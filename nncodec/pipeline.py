@@ -128,8 +128,7 @@ class Pipeline:
         s = specs[-1]
         target = None
         if out is not None and not self.array_stages:
-            if ArraySpec.of(out) != s or not out.flags.c_contiguous or not out.flags.writeable:
-                raise UsageError(f"tensor {ctx.name!r}: out must be a writable C-contiguous {s}")
+            _check_out(out, s, ctx)
             target = out
         if chunks is None:
             arr = self.decode_piece(payload, s, ctx, target)
@@ -152,9 +151,9 @@ class Pipeline:
             arr = st.decode(arr, sp, ctx)
             _check(arr, sp, ctx, st)
         if out is not None and target is None and n_array_stages == len(self.array_stages):
-            if ArraySpec.of(out) != spec:
-                raise UsageError(f"tensor {ctx.name!r}: out must be a writable C-contiguous {spec}")
-            out[...] = arr
+            _check_out(out, spec, ctx)
+            if arr.size:
+                out.reshape(-1).view(np.uint8)[:] = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
             arr = out
         if n_array_stages < len(self.array_stages):
             return arr
@@ -191,6 +190,15 @@ def check_tensor_bytes(specs, ctx: Context) -> None:
             f"(a decompression bomb, or a trusted giant: raise it with --max-tensor-size or "
             f"Limits(max_tensor_bytes=...))"
         )
+
+
+def _check_out(out: np.ndarray, spec: ArraySpec, ctx: Context) -> None:
+    """``out`` must be writable, C-contiguous, of ``spec``'s shape and item size (its dtype may be
+    the stored dtype or an unsigned word of the same width: the bytes are what is written)."""
+    if (not isinstance(out, np.ndarray) or tuple(out.shape) != tuple(spec.shape) or not out.flags.c_contiguous
+            or not out.flags.writeable or out.dtype.itemsize != dtypes.itemsize(spec.dtype)):
+        raise UsageError(f"tensor {ctx.name!r}: out must be a writable C-contiguous array of shape "
+                         f"{list(spec.shape)} and {dtypes.itemsize(spec.dtype)}-byte items")
 
 
 def _check(arr, spec: ArraySpec, ctx: Context, st: Codec) -> None:

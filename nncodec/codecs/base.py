@@ -133,7 +133,8 @@ class ArrayToBytesCodec(Codec):
         arr = self.decode(data, spec, ctx)
         if ArraySpec.of(arr) != spec:
             raise CorruptError(f"tensor {ctx.name!r}: codec {self.codec_id!r} produced {ArraySpec.of(arr)}, expected {spec}")
-        out[...] = arr
+        if arr.size:  # bytes, not values: out may be an unsigned view of the dtype
+            out.reshape(-1).view(np.uint8)[:] = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
 
 
 class BytesToBytesCodec(Codec):

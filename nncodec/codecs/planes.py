@@ -204,7 +204,8 @@ class Planes(ArrayToBytesCodec):
         name = spec.dtype
         w = dtypes.itemsize(name)
         n = spec.size
-        dt = dtypes.to_numpy(name)
+        # into given: no NumPy dtype needed (bfloat16 and float8 would import ml_dtypes)
+        dt = dtypes.to_numpy(name) if into is None else into.dtype
         if n > ctx.limits.max_elements:
             raise ctx.error(LimitError, self.codec_id,
                             f"{n} elements, over the limit max_elements={ctx.limits.max_elements}")

@@ -9,19 +9,24 @@ it allocates anything.
 
 from __future__ import annotations
 
+import threading
+
 from ..errors import CorruptError, LimitError
 
-_cctx: dict = {}
-_dctx = None
+# zstandard's (de)compressor objects must not be used by two threads at once: one per thread
+_local = threading.local()
 
 
 def compress(data, level: int) -> bytes:
     """One frame at ``level``, with the content size and without a checksum."""
     import zstandard
 
-    c = _cctx.get(level)
+    cctx = getattr(_local, "cctx", None)
+    if cctx is None:
+        cctx = _local.cctx = {}
+    c = cctx.get(level)
     if c is None:
-        c = _cctx[level] = zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=False)
+        c = cctx[level] = zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=False)
     return c.compress(data)
 
 
@@ -34,9 +39,9 @@ def decompress(data, max_bytes: int, what: str, exact: int | None = None, allow_
     """
     import zstandard
 
-    global _dctx
-    if _dctx is None:
-        _dctx = zstandard.ZstdDecompressor()
+    dctx = getattr(_local, "dctx", None)
+    if dctx is None:
+        dctx = _local.dctx = zstandard.ZstdDecompressor()
     try:
         params = zstandard.get_frame_parameters(data)
     except zstandard.ZstdError as e:
@@ -49,7 +54,7 @@ def decompress(data, max_bytes: int, what: str, exact: int | None = None, allow_
     if size > max_bytes:
         raise LimitError(f"{what}: zstd frame declares {size} bytes, over the limit of {max_bytes} (the size its tensor can take)")
     try:
-        out = _dctx.decompress(data, max_output_size=size, allow_extra_data=allow_extra)
+        out = dctx.decompress(data, max_output_size=size, allow_extra_data=allow_extra)
     except zstandard.ZstdError as e:
         extra = "" if allow_extra else " or followed by other bytes"
         raise CorruptError(f"{what}: zstd data is damaged{extra} ({e})") from None

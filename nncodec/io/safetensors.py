@@ -142,27 +142,33 @@ def read(path, *, limits: Limits = DEFAULT_LIMITS) -> Checkpoint:
     return Checkpoint(tensors=tensors, metadata=metadata, format="safetensors")
 
 
-def write(path, ck: Checkpoint, *, format: str = "safetensors") -> None:
-    """Write ``ck``; aliases become copies (safetensors has no shared storage)."""
+def header_bytes(entries, metadata: dict) -> bytes:
+    """The 8-byte length and padded JSON header of a file holding ``entries`` ((name, stored
+    dtype name, shape) in data order, packed without gaps) and ``metadata`` (a checkpoint's,
+    nncodec's own keys left out). What :func:`write` writes before the data."""
     header = {}
     user_md = {}
-    for k, v in ck.metadata.items():
+    for k, v in metadata.items():
         key = unescape_key(k)
         if key is not None:
             user_md[key] = v
     if user_md:
         header["__metadata__"] = user_md
-    arrays = []
     pos = 0
-    for name in ck.names():
-        arr, dt = dtypes.as_stored(ck.get(name))
-        header[name] = {"dtype": _FROM_NAME[dt], "shape": list(arr.shape), "data_offsets": [pos, pos + arr.nbytes]}
-        pos += arr.nbytes
-        arrays.append(arr)
+    for name, dt, shape in entries:
+        n = math.prod(shape) * dtypes.itemsize(dt)
+        header[name] = {"dtype": _FROM_NAME[dt], "shape": list(shape), "data_offsets": [pos, pos + n]}
+        pos += n
     hb = jsonutil.dumps(header)  # UsageError for a name or value no UTF-8 file can hold
     hb += b" " * ((-len(hb)) % 8)
+    return len(hb).to_bytes(8, "little") + hb
+
+
+def write(path, ck: Checkpoint, *, format: str = "safetensors") -> None:
+    """Write ``ck``; aliases become copies (safetensors has no shared storage)."""
+    arrays = [dtypes.as_stored(ck.get(name)) for name in ck.names()]
+    head = header_bytes([(name, dt, arr.shape) for name, (arr, dt) in zip(ck.names(), arrays)], ck.metadata)
     with open(path, "wb") as f:
-        f.write(len(hb).to_bytes(8, "little"))
-        f.write(hb)
-        for arr in arrays:
+        f.write(head)
+        for arr, _ in arrays:
             f.write(arr.reshape(-1).view(np.uint8).data if arr.size else b"")
