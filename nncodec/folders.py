@@ -407,6 +407,9 @@ def encode_folder(src_dir, dst_dir, *, threads: int | None = None, progress=None
     opts = options if options is not None else EncodeOptions.from_keywords(**keywords)
     src, dst = os.fspath(src_dir), os.fspath(dst_dir)
     groups, others = _scan(src)
+    if dst.rstrip("/\\").lower().endswith(NNC_SUFFIX):
+        raise UsageError(f"{dst}: a model folder encodes to a folder (one .nnc file per shard); "
+                         f"give a folder name without {NNC_SUFFIX}, e.g. {dst.rstrip('/')[:-len(NNC_SUFFIX)]}-nnc")
     sizes = {f: os.path.getsize(_join(src, f)) for g in groups for f in g["shards"]}
     sizes.update({f: os.path.getsize(_join(src, f)) for f in others})
     prog = _Progress(progress, sum(sizes.values()))
@@ -473,6 +476,9 @@ def decode_folder(src_dir, dst_dir, *, threads: int | None = None, progress=None
     doc = read_folder_index(src)
     if doc["kind"] != "model":
         raise UsageError(f"{src}: is a folder of updates (nncodec diff); apply it with nncodec patch BASE {src} OUT")
+    if nio.format_from_extension(dst.rstrip("/\\")) is not None:
+        raise UsageError(f"{dst}: an encoded folder decodes to a folder (its shards keep their names); "
+                         f"give a folder name without a checkpoint extension")
     others = _other_files(src, doc)
     sizes = {s["nnc"]: os.path.getsize(_join(src, s["nnc"])) for g in doc["groups"] for s in g["shards"]}
     sizes.update({f: os.path.getsize(_join(src, f)) for f in others})

@@ -24,9 +24,9 @@ def _run_options(a) -> dict:
     threads = getattr(a, "threads", None)
     if threads is not None:
         out["threads"] = threads
-    limits = getattr(a, "limits", None)
-    if limits is not None:
-        out["limits"] = limits
+    limits = getattr(_cli(), "_limits", None)  # --max-tensor-size, where the command has it
+    if limits is not None and getattr(a, "max_tensor_size", None) is not None:
+        out["limits"] = limits(a)
     return out
 
 
@@ -49,6 +49,9 @@ def encode(a, opts) -> int:
     from .folders import encode_folder
 
     cli = _cli()
+    if getattr(a, "format", None):
+        raise UsageError("--format names one file's format; a folder's shards are each detected from their bytes, "
+                         "so leave it out")
     prog = cli.Progress("encoding", not a.quiet)
     t0 = time.perf_counter()
     try:

@@ -296,3 +296,30 @@ def test_transformers_loads_decoded_folder(tmp_path):
     x = torch.randint(0, 500, (2, 9), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(model(x).last_hidden_state, loaded(x).last_hidden_state)
+
+
+def test_lossy_folder_and_output_names(tmp_path, capsys):
+    src, enc, back = tmp_path / "model", tmp_path / "enc", tmp_path / "back"
+    parts = st_folder(src)
+    rng = np.random.default_rng(1)
+    for part, name in zip(parts, SHARDS):  # finite weights: quantizers refuse NaN and inf
+        for n, v in part.items():
+            if v.dtype.kind == "f" or n == "embeddings.norm":
+                part[n] = (rng.standard_normal(v.shape) * 0.05).astype(v.dtype)
+        write_checkpoint(src / name, Checkpoint(tensors=part, metadata={"format": "pt"}), "safetensors")
+    assert main(["encode", "-q", str(src), str(enc), "--bits", "4", "--lossy", "*.weight"]) == 0
+    info = folders.folder_info(enc)
+    assert info["total"]["lossy"] >= 2 and info["total"]["nnc_bytes"] < info["total"]["source_bytes"]
+    assert main(["decode", "-q", str(enc), str(back)]) == 0
+    shards, overall, _, _ = folders.compare_folders(src, back)
+    assert not overall.exact and 10 < overall.snr_db < 80
+    got = read_checkpoint(back / SHARDS[0]).tensors
+    assert_same(got["position_ids"], parts[0]["position_ids"])  # integers stay exact
+    assert (back / "sub" / "vocab.txt").read_bytes() == EXTRA["sub/vocab.txt"]
+    capsys.readouterr()
+    assert main(["encode", str(src), str(tmp_path / "m.nnc")]) == 2
+    assert "encodes to a folder" in capsys.readouterr().err
+    assert main(["decode", str(enc), str(tmp_path / "m.safetensors")]) == 2
+    assert "decodes to a folder" in capsys.readouterr().err
+    assert main(["encode", "--format", "torch", str(src), str(tmp_path / "z")]) == 2
+    assert not any((tmp_path / n).exists() for n in ("m.nnc", "m.safetensors", "z")) and no_leftovers(tmp_path)
