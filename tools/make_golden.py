@@ -111,6 +111,17 @@ def cases():
     out["bloomier_v1"] = ({"w": _weights((50, 40), 18), "z": _weights((30, 30), 19)},
                           {"w": Pipeline([c("prune")(sparsity=0.9), c("bloomier")(4, 8)]),
                            "z": Pipeline([c("prune")(sparsity=0.7), c("bloomier")(2, 6, 3)])})
+    # format 1.1: chunked records (spec/FORMAT.md 4.2.1), with small pieces so the files stay small;
+    # a (pipeline, rows) entry is coded in pieces of that many rows of the serializer's input
+    planes32 = c("planes").for_dtype("float32")
+    out["chunks_v1_1"] = ({"f32": _weights((40, 30), 25), "bf16": _weights((33, 8), 26, "bfloat16"),
+                           "i16": sparse, "lossy": _weights((25, 12), 27), "trellis": _weights((18, 10), 28),
+                           "zstd": _weights((17, 5), 29), "tied": None},
+                          {"f32": (Pipeline([planes32]), 7), "bf16": (Pipeline([c("planes").for_dtype("bfloat16")]), 10),
+                           "i16": (Pipeline([c("zerorun")()]), 16),
+                           "lossy": (Pipeline([c("scalar")(0.01), c("ans")()]), 4),
+                           "trellis": (Pipeline([c("tcq")(0.01, states=8), c("cabac")(8)]), 5),
+                           "zstd": (Pipeline([c("raw")(), c("zstd")(level=3)]), 6)})
     return out
 
 
@@ -151,7 +162,15 @@ def write_case(name, tensors, pipes, directory):
                 p = Pipeline([codec_class("planes").for_dtype(dtypes.from_numpy(arr.dtype))])
             else:
                 p = pipes
-            w.add(tname, arr, pipeline=p)
+            if isinstance(p, tuple):
+                from nncodec import dtypes
+                from nncodec.codecs import Context
+
+                p, rows = p
+                stored, dt = dtypes.as_stored(arr)
+                w.add_encoded(tname, dt, stored.shape, p, p.encode_pieces(stored, Context(name=tname), rows))
+            else:
+                w.add(tname, arr, pipeline=p)
             expected[tname] = arr
     with open(os.path.join(directory, name + ".nnc"), "wb") as f:
         f.write(buf.getvalue())
