@@ -17,6 +17,7 @@ place at the end: an error or Ctrl-C leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -43,6 +44,7 @@ SKIP_DIRS = frozenset({".git"})
 SINGLE_BIN = ("pytorch_model.bin",)
 #: the largest nncodec.index.json or weight index read (a weight map of a million tensors fits)
 MAX_INDEX_BYTES = 256 << 20
+_COPY_BLOCK = 1 << 20
 _SHARD_FORMATS = ("safetensors", "torch", "torch-legacy", "npz")
 _KINDS = ("model", "update")
 
@@ -131,10 +133,38 @@ def atomic_dir(dst, *, inputs=()):
         raise
 
 
-def _copy(src_root: str, dst_root: str, rel: str) -> None:
+def _copy(src_root: str, dst_root: str, rel: str, expected: dict | None = None) -> dict:
+    """Copy one file byte for byte; return its ``files`` entry (spec/FOLDERS.md §3).
+
+    With ``expected`` (the entry recorded at encode time) a copy whose size or
+    SHA-256 differs is refused: the encoded folder was damaged after it was written.
+    """
     target = _join(dst_root, rel)
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    shutil.copyfile(_join(src_root, rel), target)
+    h, n = hashlib.sha256(), 0
+    with open(_join(src_root, rel), "rb") as fi, open(target, "wb") as fo:
+        while True:
+            block = fi.read(_COPY_BLOCK)
+            if not block:
+                break
+            h.update(block)
+            fo.write(block)
+            n += len(block)
+    entry = {"file": rel, "bytes": n, "sha256": h.hexdigest()}
+    if expected is not None and (expected["bytes"], expected["sha256"]) != (n, entry["sha256"]):
+        raise CorruptError(f"{_join(src_root, rel)}: differs from the file that was encoded ({n} bytes, SHA-256 "
+                           f"{entry['sha256']}; recorded {expected['bytes']} bytes, {expected['sha256']}); "
+                           f"the folder was changed or damaged since: copy it again from its source")
+    return entry
+
+
+def _carry(src_root: str, dst_root: str, files: list, prog, expected: dict | None = None) -> list:
+    """Copy every file of ``files``; return their entries. ``expected``: entries by path, to check against."""
+    out = []
+    for f in files:
+        out.append(_copy(src_root, dst_root, f, None if expected is None else expected.get(f)))
+        prog.copied(f, out[-1]["bytes"])
+    return out
 
 
 @contextlib.contextmanager
@@ -330,9 +360,14 @@ def read_folder_index(path) -> dict:
             raise bad(f"{at}.removed must be a list of tensor names")
     files = doc.get("files")
     if not isinstance(files, list):
-        raise bad("field 'files' must be a list of file names")
-    for f in files:
-        _check_rel(f, where)
+        raise bad("field 'files' must be a list")
+    for fi, e in enumerate(files):
+        if (not isinstance(e, dict) or type(e.get("bytes")) is not int or e["bytes"] < 0
+                or not isinstance(e.get("sha256"), str) or len(e["sha256"]) != 64
+                or e["sha256"].strip("0123456789abcdef")):
+            raise bad(f"files[{fi}] must be an object with 'file', 'bytes' (a size >= 0) and 'sha256' "
+                      f"(64 lowercase hexadecimal digits)")
+        f = _check_rel(e.get("file"), where)
         if f in names:
             raise bad(f"file name {f[:200]!r} occurs twice")
         names.add(f)
@@ -345,12 +380,16 @@ def _write_index(root: str, doc: dict) -> None:
         f.write("\n")
 
 
+def _entries(doc: dict) -> dict:
+    return {e["file"]: e for e in doc["files"]}
+
+
 def _other_files(root: str, doc: dict) -> list:
     """The files of an encoded folder that are carried as they are, checked against its index."""
     coded = {INDEX_NAME} | {s["nnc"] for g in doc["groups"] for s in g["shards"]}
     present = [f for f in _walk(root) if f not in coded]
-    missing = [n for n in coded if not os.path.isfile(_join(root, n))]
-    missing += [f for f in doc["files"] if f not in set(present)]
+    missing = sorted(n for n in coded if not os.path.isfile(_join(root, n)))
+    missing += [e["file"] for e in doc["files"] if e["file"] not in set(present)]
     if missing:
         raise CorruptError(f"{root}: {missing[0]!r} is listed in {INDEX_NAME} but missing; "
                            f"copy the whole encoded folder")
@@ -434,10 +473,8 @@ def encode_folder(src_dir, dst_dir, *, threads: int | None = None, progress=None
                 shards.append({"file": shard, "nnc": nnc, "bytes": sizes[shard]})
             out_groups.append({"index": g["index"], "metadata": g["metadata"], "format": fmt,
                                "shards": shards, "weight_map": wm})
-        for f in others:
-            _copy(src, tmp, f)
-            prog.copied(f, sizes[f])
-        doc = {"nncodec_folder": FOLDER_VERSION, "kind": "model", "groups": out_groups, "files": others}
+        carried = _carry(src, tmp, others, prog)
+        doc = {"nncodec_folder": FOLDER_VERSION, "kind": "model", "groups": out_groups, "files": carried}
         _write_index(tmp, doc)
     return doc
 
@@ -492,9 +529,7 @@ def decode_folder(src_dir, dst_dir, *, threads: int | None = None, progress=None
                     os.makedirs(os.path.dirname(target), exist_ok=True)
                     decode_file(_join(src, s["nnc"]), target, format=fmt, limits=limits,
                                 progress=prog.shard(s["file"], sizes[s["nnc"]]), threads=threads)
-        for f in others:
-            _copy(src, tmp, f)
-            prog.copied(f, sizes[f])
+        _carry(src, tmp, others, prog, _entries(doc))
     return doc
 
 
@@ -658,7 +693,7 @@ def diff_folders(base_dir, new_dir, out_dir, *, metadata: dict | None = None, li
     base, new, out = os.fspath(base_dir), os.fspath(new_dir), os.fspath(out_dir)
     B, N = _Weights(base, limits=limits), _Weights(new, limits=limits)
     total = sum(os.path.getsize(p) for g in N.groups for _, p in g[1])
-    prog = _Progress(progress, total)
+    prog = _Progress(progress, total + sum(os.path.getsize(_join(new, f)) for f in N.others))
     out_groups = []
     with atomic_dir(out, inputs=[base, new]) as tmp:
         for gn in N.groups:
@@ -707,9 +742,8 @@ def diff_folders(base_dir, new_dir, out_dir, *, metadata: dict | None = None, li
             if removed:
                 grp["removed"] = removed
             out_groups.append(grp)
-        for f in N.others:
-            _copy(new, tmp, f)
-        doc = {"nncodec_folder": FOLDER_VERSION, "kind": "update", "groups": out_groups, "files": N.others}
+        carried = _carry(new, tmp, N.others, prog, None if N.doc is None else _entries(N.doc))
+        doc = {"nncodec_folder": FOLDER_VERSION, "kind": "update", "groups": out_groups, "files": carried}
         _write_index(tmp, doc)
     return doc
 
@@ -725,7 +759,6 @@ def patch_folders(base_dir, update_dir, out_dir, *, format: str | None = None, l
     is not the one the update was made against. Returns the update's index.
     """
     from .federated.update import base_sha256, read_update
-    from .files import output_format
 
     base, update, out = os.fspath(base_dir), os.fspath(update_dir), os.fspath(out_dir)
     doc = read_folder_index(update)
@@ -734,7 +767,7 @@ def patch_folders(base_dir, update_dir, out_dir, *, format: str | None = None, l
     others = _other_files(update, doc)
     B = _Weights(base, limits=limits)
     total = sum(os.path.getsize(_join(update, s["nnc"])) for g in doc["groups"] for s in g["shards"])
-    prog = _Progress(progress, total)
+    prog = _Progress(progress, total + sum(os.path.getsize(_join(update, f)) for f in others))
     with atomic_dir(out, inputs=[base, update]) as tmp:
         for g in doc["groups"]:
             gb = B.match(g["index"] or g["shards"][0]["file"])
@@ -751,13 +784,12 @@ def patch_folders(base_dir, update_dir, out_dir, *, format: str | None = None, l
                     reader = read_update(upath, sub, limits=limits, base_hash=base_sha256(sub), what=upath)
                     tensors = {n: arr for n, arr in reader if n not in reader.aliases}
                     md = {k: v for k, v in reader.metadata.items() if not k.startswith("nncodec.update.")}
-                    fmt = output_format(s["file"], md.get(nio.SOURCE_FORMAT_KEY, g["format"]), format)
+                    fmt = _shard_format(s["file"], md.get(nio.SOURCE_FORMAT_KEY, g["format"]), format)
                     ck = nio.Checkpoint(tensors=tensors, aliases=dict(reader.aliases), metadata=md, format=fmt)
                     target = _join(tmp, s["file"])
                     os.makedirs(os.path.dirname(target), exist_ok=True)
                     nio.write_checkpoint(target, ck, fmt)
                 prog.copied(s["file"], os.path.getsize(upath))
                 del tensors, sub, ck
-        for f in others:
-            _copy(update, tmp, f)
+        _carry(update, tmp, others, prog, _entries(doc))
     return doc

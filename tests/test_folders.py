@@ -1,5 +1,6 @@
 """Hugging Face model folders: sharded safetensors and .bin, other files carried, atomic output."""
 
+import hashlib
 import json
 import os
 
@@ -82,7 +83,11 @@ def test_safetensors_folder_round_trip(tmp_path):
     assert g["metadata"] == json.loads((src / "model.safetensors.index.json").read_bytes())["metadata"]
     assert [s["file"] for s in g["shards"]] == list(SHARDS)
     assert g["weight_map"] == {n: s + ".nnc" for part, s in zip(parts, SHARDS) for n in part}
-    assert sorted(idx["files"]) == sorted(set(EXTRA) | {"model.safetensors.index.json"})
+    files = {e["file"]: e for e in idx["files"]}
+    assert sorted(files) == sorted(set(EXTRA) | {"model.safetensors.index.json"})
+    for name, e in files.items():
+        data = (src / name).read_bytes()
+        assert e == {"file": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     # progress names each shard, never goes back, and ends at the whole folder's size
     assert {s for s in SHARDS} <= {label for label, _, _ in seen}
     dones = [d for _, d, _ in seen]
@@ -171,6 +176,13 @@ def test_failure_midway_leaves_no_output(tmp_path):
     with pytest.raises(CorruptError) as e:
         folders.decode_folder(tmp_path / "enc", tmp_path / "back")
     assert SHARDS[1] in str(e.value)
+    assert not (tmp_path / "back").exists() and no_leftovers(tmp_path)
+
+    # a carried file changed after encoding: refused by its recorded SHA-256, naming it
+    nnc.write_bytes(bytes(b[: len(b) // 2]) + bytes([b[len(b) // 2] ^ 0xFF]) + bytes(b[len(b) // 2 + 1:]))
+    (tmp_path / "enc" / "sub" / "vocab.txt").write_bytes(b"[PAD]\n")
+    with pytest.raises(CorruptError, match="vocab.txt: differs from the file that was encoded"):
+        folders.decode_folder(tmp_path / "enc", tmp_path / "back")
     assert not (tmp_path / "back").exists() and no_leftovers(tmp_path)
 
 
