@@ -561,6 +561,7 @@ class _Weights:
                 wm = None if g["weight_map"] is None else {n: _join(self.path, v) for n, v in g["weight_map"].items()}
                 self.groups.append((_key(g), shards, wm))
         self._cache = (None, None)
+        self._names = {}  # file path -> its tensor names, for sets without a weight map
 
     def match(self, key: str):
         for g in self.groups:
@@ -594,7 +595,9 @@ class _Weights:
         if wm is not None:
             return wm.get(name)
         for label, p in shards:
-            if name in loader(p, label).names():
+            if p not in self._names:
+                self._names[p] = set(loader(p, label).names())
+            if name in self._names[p]:
                 return p
         return None
 

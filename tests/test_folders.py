@@ -335,3 +335,29 @@ def test_lossy_folder_and_output_names(tmp_path, capsys):
     assert "decodes to a folder" in capsys.readouterr().err
     assert main(["encode", "--format", "torch", str(src), str(tmp_path / "z")]) == 2
     assert not any((tmp_path / n).exists() for n in ("m.nnc", "m.safetensors", "z")) and no_leftovers(tmp_path)
+
+
+def test_two_weight_sets_links_and_git(tmp_path):
+    torch = pytest.importorskip("torch")
+    blobs, src, enc, back = tmp_path / "blobs", tmp_path / "snap", tmp_path / "enc", tmp_path / "back"
+    blobs.mkdir()
+    src.mkdir()
+    t = {"w": sample("float32", (6, 5)), "b": sample("float32", (5,))}
+    write_checkpoint(blobs / "st", Checkpoint(tensors=t, metadata={"format": "pt"}), "safetensors")
+    torch.save({k: torch.from_numpy(v.copy()) for k, v in t.items()}, blobs / "pt")
+    (blobs / "cfg").write_bytes(EXTRA["config.json"])
+    for name, blob in (("model.safetensors", "st"), ("pytorch_model.bin", "pt"), ("config.json", "cfg")):
+        os.symlink(blobs / blob, src / name)  # a Hub cache snapshot is made of links
+    (src / ".git").mkdir()
+    (src / ".git" / "HEAD").write_bytes(b"ref: refs/heads/main\n")
+    doc = folders.encode_folder(src, enc)
+    assert [g["shards"][0]["file"] for g in doc["groups"]] == ["model.safetensors", "pytorch_model.bin"]
+    assert [g["format"] for g in doc["groups"]] == ["safetensors", "torch"]
+    assert not (enc / ".git").exists() and not os.path.islink(enc / "config.json")
+    folders.decode_folder(enc, back)
+    got = all_files(back)
+    assert sorted(got) == ["config.json", "model.safetensors", "pytorch_model.bin"]
+    assert got["config.json"] == EXTRA["config.json"] and got["model.safetensors"] == (blobs / "st").read_bytes()
+    shards, overall, only_a, only_b = folders.compare_folders(src, back)
+    assert [f for f, _ in shards] == ["model.safetensors", "pytorch_model.bin"]
+    assert overall.exact and all(len(ds) == 2 for _, ds in shards) and not only_a and not only_b
