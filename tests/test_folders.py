@@ -291,7 +291,8 @@ def test_cli_on_folders(tmp_path, capsys):
     assert "nncodec patch" in capsys.readouterr().err
 
 
-def test_transformers_loads_decoded_folder(tmp_path):
+@pytest.mark.parametrize("kind", ["safetensors", "bin"])
+def test_transformers_loads_decoded_folder(tmp_path, kind):
     transformers = pytest.importorskip("transformers")
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
@@ -299,15 +300,30 @@ def test_transformers_loads_decoded_folder(tmp_path):
                                   intermediate_size=128, max_position_embeddings=64)
     model = transformers.BertModel(cfg).eval()
     src, enc, back = tmp_path / "model", tmp_path / "enc", tmp_path / "back"
-    model.save_pretrained(src, max_shard_size="200KB")
-    assert (src / "model.safetensors.index.json").exists()  # sharded
+    if kind == "safetensors":
+        model.save_pretrained(src, max_shard_size="200KB")
+        assert (src / "model.safetensors.index.json").exists()  # sharded
+    else:  # the layout save_pretrained wrote before safetensors: pytorch_model-0000N-of-0000M.bin + index
+        cfg.save_pretrained(src)
+        sd = model.state_dict()
+        names = list(sd)
+        files = ["pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin"]
+        wm = {}
+        for f, part in zip(files, (names[: len(names) // 2], names[len(names) // 2:])):
+            torch.save({n: sd[n].clone() for n in part}, src / f)
+            wm.update({n: f for n in part})
+        total = sum(v.numel() * v.element_size() for v in sd.values())
+        (src / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {"total_size": total},
+                                                                      "weight_map": wm}, indent=2))
     folders.encode_folder(src, enc)
     folders.decode_folder(enc, back)
-    assert all_files(back) == all_files(src)
+    if kind == "safetensors":
+        assert all_files(back) == all_files(src)
     loaded = transformers.BertModel.from_pretrained(back).eval()
     x = torch.randint(0, 500, (2, 9), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(model(x).last_hidden_state, loaded(x).last_hidden_state)
+
 
 
 def test_lossy_folder_and_output_names(tmp_path, capsys):
