@@ -169,6 +169,9 @@ class Writer:
         self._infos: list = []
         self._closed = False
         self._meta_offset = None
+        self._will_alias: set = set()
+        self._flagged: set = set()
+        self._last_tensor = None
         self._put([C.file_header()])
         md = _user_metadata(metadata)
         if md:
@@ -195,6 +198,12 @@ class Writer:
             raise UsageError(f"tensor name {name!r} is not valid Unicode text (lone surrogate)") from None
         return name
 
+    def expect_aliases(self, targets) -> None:
+        """Name the tensors that aliases will point at (before adding them): their records
+        are marked ``aliased`` so a stream reader keeps them, and only them, for the aliases
+        to come (spec/FORMAT.md 4.4). An alias may always point at the tensor added last."""
+        self._will_alias.update(self._aliases.get(t, t) for t in targets)
+
     def add(self, name: str, array, *, pipeline: Pipeline | None = None) -> TensorInfo:
         """Encode ``array`` (losslessly unless ``pipeline`` says otherwise) and write it."""
         self._new_name(name)
@@ -212,6 +221,9 @@ class Writer:
         self._new_name(name)
         header = {"name": name, "dtype": dtypes.check_name(dtype), "shape": [int(d) for d in shape],
                   "pipeline": pipeline.to_json()}
+        if name in self._will_alias:
+            header["aliased"] = True
+            self._flagged.add(name)
         parts = payload
         if isinstance(payload, Pieces):
             header["chunks"] = payload.table()
@@ -219,6 +231,7 @@ class Writer:
         offset = self._pos
         self._put(C.encode_record(KIND_TENSOR, header, parts))
         self._entries[name] = offset
+        self._last_tensor = name
         n = len(payload) if not isinstance(payload, memoryview) else payload.nbytes
         info = TensorInfo(name, dtype, tuple(header["shape"]), pipeline, n, self._pos - offset)
         self._infos.append(info)
@@ -230,6 +243,12 @@ class Writer:
         target = self._aliases.get(target, target)
         if target not in self._entries:
             raise UsageError(f"alias {name!r}: target {target!r} has not been added")
+        if target not in self._flagged and target != self._last_tensor:
+            raise UsageError(
+                f"alias {name!r}: target {target!r} is not the tensor added last and was not named in "
+                f"expect_aliases() before it was added; call w.expect_aliases([{target!r}]) first "
+                f"(a stream reader keeps only the tensors aliases point at)"
+            )
         self._put(C.encode_record(KIND_ALIAS, {"name": name, "target": target}))
         self._aliases[name] = target
 
@@ -489,6 +508,8 @@ class StreamReader:
         self.metadata: dict = {}
         self.error: NNCodecError | None = None
         self.names: list = []
+        #: alias name -> target name, filled as alias records arrive (before the alias is yielded)
+        self.aliases: dict = {}
 
     @property
     def bytes_read(self) -> int:
@@ -509,10 +530,14 @@ class StreamReader:
 
     def _run(self):
         src, limits, what = self._src, self._limits, self._src.what
-        C.read_file_header(src)
+        _, minor = C.read_file_header(src)
+        # a 1.1 file marks the tensors aliases point at; only those (and the tensor just read)
+        # are kept after they are yielded. A 1.0 file does not say: every tensor is kept.
+        keep_all = minor == 0
         seen: dict = {}
-        aliases: dict = {}
-        values: dict = {}
+        aliases = self.aliases
+        kept: dict = {}
+        last = None
         meta_offset = None
         while True:
             rec = C.read_record(src, limits)
@@ -522,15 +547,22 @@ class StreamReader:
                 meta_offset = rec.offset
                 self.metadata = _check_metadata(rec.header.get("metadata"), what, limits)
             elif rec.kind == KIND_TENSOR:
+                flag = rec.header.get("aliased", False)
+                if not isinstance(flag, bool):
+                    raise CorruptError(f"{what}: record at offset {rec.offset}: 'aliased' must be true or false")
                 name, arr = _tensor_from_record(rec, limits, what, self.threads)
                 if name in seen or name in aliases:
                     raise CorruptError(f"{what}: tensor {name!r} appears twice")
                 if len(seen) + len(aliases) >= limits.max_records:
                     raise LimitError(f"{what}: more than max_records={limits.max_records} tensors")
                 seen[name] = rec.offset
-                values[name] = arr
+                rec = None
+                if keep_all or flag:
+                    kept[name] = arr
+                last = (name, arr)
                 self.names.append(name)
                 yield name, arr
+                arr = None
             elif rec.kind == KIND_ALIAS:
                 name = _check_name(rec.header.get("name"), what)
                 target = rec.header.get("target")
@@ -538,9 +570,17 @@ class StreamReader:
                     raise CorruptError(f"{what}: tensor {name!r} appears twice")
                 if target not in seen:
                     raise CorruptError(f"{what}: alias {name!r} points at {target!r:.80}, not an earlier tensor")
+                if target in kept:
+                    arr = kept[target]
+                elif last is not None and last[0] == target:
+                    arr = last[1]
+                else:
+                    raise CorruptError(f"{what}: alias {name!r} points at {target!r}, which is neither marked "
+                                       f"'aliased' nor the tensor just before it (spec/FORMAT.md 4.4)")
                 aliases[name] = target
                 self.names.append(name)
-                yield name, values[target]
+                yield name, arr
+                arr = None
             elif rec.kind == KIND_INDEX:
                 t, a, m = _parse_index(rec.header, rec.offset, what, limits)
                 if t != seen or a != aliases or m != meta_offset or list(t) != list(seen):
@@ -583,6 +623,7 @@ def encode_tensors(tensors: dict, *, metadata: dict | None = None, limits: Limit
     buf = io.BytesIO()
     aliases = shared_memory_aliases(tensors)
     with Writer(buf, metadata=metadata, limits=limits) as w:
+        w.expect_aliases(aliases.values())
         for name, arr in tensors.items():
             if name in aliases:
                 w.add_alias(name, aliases[name])

@@ -74,6 +74,7 @@ def write_tensors(w: Writer, tensors: dict, aliases: dict, options=None, progres
     from .encode import iter_plan
 
     total = sum(a.nbytes for a in tensors.values())
+    w.expect_aliases(aliases.values())
     coded = iter_plan(tensors, options, limits=w.limits, threads=threads)
     for name, c in _progress_iter(coded, progress, total, tensors):
         w.add_encoded(name, c.dtype, c.shape, c.pipeline, c.payload)

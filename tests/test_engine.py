@@ -269,3 +269,51 @@ def test_cli_threads_give_the_same_file(tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["encode", str(tmp_path / "m.safetensors"), str(b), "--threads", "0"])
     assert e.value.code == 2
+
+
+# ------------------------------------------------------------------ stream reader memory
+
+
+def test_stream_reader_keeps_only_alias_targets(tmp_path):
+    import gc
+    import weakref
+
+    rng = np.random.default_rng(5)
+    t = {f"layer{i}": rng.standard_normal((64, 64)).astype(np.float32) for i in range(6)}
+    t["tied"] = t["layer1"]  # the same array: an alias of layer1
+    data = nncodec.encode_tensors(t)
+    refs = {}
+    stream = nncodec.iter_decode(io.BytesIO(data))
+    for name, arr in stream:
+        if name == "tied":
+            assert arr is refs["layer1"]()  # the target was kept for its alias
+            continue
+        assert_same(arr, t[name])
+        refs[name] = weakref.ref(arr)
+        del arr
+        gc.collect()
+        # every tensor yielded before the one just read is gone, except the alias target
+        for prev in list(refs)[:-1]:
+            assert (refs[prev]() is not None) == (prev == "layer1"), prev
+    assert stream.aliases == {"tied": "layer1"}
+
+
+def test_writer_asks_for_alias_targets_to_be_named(tmp_path):
+    a = np.ones((4, 4), np.float32)
+    buf = io.BytesIO()
+    with nncodec.Writer(buf) as w:
+        w.add("x", a)
+        w.add_alias("x2", "x")  # the tensor just added: always allowed
+        w.add("y", a * 2)
+        with pytest.raises(UsageError, match="expect_aliases"):
+            w.add_alias("x3", "x")
+    out = nncodec.decode_bytes(buf.getvalue())
+    assert out["x2"] is out["x"]
+    buf = io.BytesIO()
+    with nncodec.Writer(buf) as w:
+        w.expect_aliases(["x"])
+        w.add("x", a)
+        w.add("y", a * 2)
+        w.add_alias("x3", "x")
+    out = nncodec.decode_bytes(buf.getvalue())
+    assert out["x3"] is out["x"]

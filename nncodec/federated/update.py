@@ -346,6 +346,7 @@ def write_update(file, model: dict, base: dict, *, opts: UpdateOptions | None = 
         md[KEY_REMOVED] = json.dumps(removed, ensure_ascii=False)
     sent, decoded = {}, {}
     with Writer(file, metadata=md, limits=limits) as w:
+        w.expect_aliases(aliases.values())
         for name, arr, dt, b in plan:
             if b is None:
                 w.add(name, arr)
@@ -477,9 +478,11 @@ class UpdateReader:
                 check_base(self.metadata, self._hash, what)
                 full = set(_json_list(self.metadata, KEY_FULL, what))
                 checked = True
-            if id(arr) in seen:
-                self.aliases[name] = seen[id(arr)]
-                out[name] = out[seen[id(arr)]]
+            known = getattr(self._stream, "aliases", None)  # a StreamReader names its aliases
+            target = known.get(name) if known is not None else seen.get(id(arr))
+            if target is not None:
+                self.aliases[name] = target
+                out[name] = out[target]
                 yield name, out[name]
                 continue
             seen[id(arr)] = name

@@ -48,8 +48,14 @@ def gather(items, on_item=None) -> tuple:
     object of an earlier name becomes an alias of it (a stream yields aliases that way).
     ``on_item(name)`` is called after each pair."""
     tensors, aliases, ids = {}, {}, {}
+    known = getattr(items, "aliases", None)  # a StreamReader says which names are aliases
     for name, arr in items:
-        if id(arr) in ids:
+        if known is not None:
+            if name in known:
+                aliases[name] = known[name]
+            else:
+                tensors[name] = arr
+        elif id(arr) in ids:
             aliases[name] = ids[id(arr)]
         else:
             ids[id(arr)] = name
