@@ -217,8 +217,8 @@ def _weight_index(root: str, name: str, files: set):
         doc = _read_json(path, "weight index")
     except CorruptError:
         return None  # a .index.json that is not JSON is not a weight index: carried as a file
-    if not isinstance(doc, dict) or "weight_map" not in doc:
-        return None
+    if not isinstance(doc, dict) or not doc.get("weight_map"):
+        return None  # no weight map, or an empty one: not an index of weights
     wm = doc["weight_map"]
     if not isinstance(wm, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in wm.items()):
         raise UsageError(f"{path}: 'weight_map' must map tensor names to shard file names; fix or remove the index")
@@ -353,7 +353,7 @@ def read_folder_index(path) -> dict:
                 names.add(x)
             nncs.add(n)
         wm = g.get("weight_map")
-        if not isinstance(wm, dict) or not all(isinstance(k, str) and v in nncs for k, v in wm.items()):
+        if not isinstance(wm, dict) or not all(isinstance(v, str) and v in nncs for v in wm.values()):
             raise bad(f"{at}.weight_map must map each tensor name to one of the group's .nnc files")
         removed = g.get("removed", [])
         if not isinstance(removed, list) or not all(isinstance(x, str) for x in removed):
@@ -385,15 +385,18 @@ def _entries(doc: dict) -> dict:
 
 
 def _other_files(root: str, doc: dict) -> list:
-    """The files of an encoded folder that are carried as they are, checked against its index."""
-    coded = {INDEX_NAME} | {s["nnc"] for g in doc["groups"] for s in g["shards"]}
-    present = [f for f in _walk(root) if f not in coded]
-    missing = sorted(n for n in coded if not os.path.isfile(_join(root, n)))
-    missing += [e["file"] for e in doc["files"] if e["file"] not in set(present)]
+    """The files an encoded folder carries as they are: those its index lists, checked to exist.
+
+    Files the index does not list are not part of the model and are never copied
+    (a link placed in a downloaded folder cannot pull a local file into the output).
+    """
+    listed = [e["file"] for e in doc["files"]]
+    coded = [s["nnc"] for g in doc["groups"] for s in g["shards"]]
+    missing = [n for n in coded + listed if not os.path.isfile(_join(root, n))]
     if missing:
         raise CorruptError(f"{root}: {missing[0]!r} is listed in {INDEX_NAME} but missing; "
                            f"copy the whole encoded folder")
-    return present
+    return listed
 
 
 class _Progress:

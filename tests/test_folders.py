@@ -377,3 +377,19 @@ def test_two_weight_sets_links_and_git(tmp_path):
     shards, overall, only_a, only_b = folders.compare_folders(src, back)
     assert [f for f, _ in shards] == ["model.safetensors", "pytorch_model.bin"]
     assert overall.exact and all(len(ds) == 2 for _, ds in shards) and not only_a and not only_b
+
+
+def test_decode_copies_only_listed_files(tmp_path):
+    src, enc, back = tmp_path / "model", tmp_path / "enc", tmp_path / "back"
+    st_folder(src)
+    (src / "empty.index.json").write_bytes(b'{"weight_map": {}}')  # not an index of weights: carried
+    folders.encode_folder(src, enc)
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"local only")
+    os.symlink(secret, enc / "planted.txt")  # a link added to a downloaded encoded folder
+    (enc / "notes.md").write_bytes(b"added later")
+    folders.decode_folder(enc, back)
+    assert all_files(back) == all_files(src)
+    (enc / "config.json").unlink()
+    with pytest.raises(CorruptError, match="'config.json' is listed in nncodec.index.json but missing"):
+        folders.decode_folder(enc, tmp_path / "back2")
