@@ -371,6 +371,10 @@ def read_folder_index(path) -> dict:
         if f in names:
             raise bad(f"file name {f[:200]!r} occurs twice")
         names.add(f)
+    folders_of = {n[:i] for n in names for i, c in enumerate(n) if c == "/"}
+    clash = sorted(names & folders_of)
+    if clash:
+        raise bad(f"{clash[0][:200]!r} is both a file and a folder of other files")
     return doc
 
 

@@ -393,3 +393,49 @@ def test_decode_copies_only_listed_files(tmp_path):
     (enc / "config.json").unlink()
     with pytest.raises(CorruptError, match="'config.json' is listed in nncodec.index.json but missing"):
         folders.decode_folder(enc, tmp_path / "back2")
+
+
+def _hostile(idx):
+    g = idx["groups"][0]
+    s0 = g["shards"][0]
+    yield "not an object", []
+    yield "no version", {k: v for k, v in idx.items() if k != "nncodec_folder"}
+    yield "version a string", dict(idx, nncodec_folder="1")
+    yield "unknown kind", dict(idx, kind="weights")
+    yield "groups empty", dict(idx, groups=[])
+    yield "group not an object", dict(idx, groups=[7])
+    yield "format unknown", dict(idx, groups=[dict(g, format="pickle")])
+    yield "shards not a list", dict(idx, groups=[dict(g, shards={"a": 1})])
+    yield "negative size", dict(idx, groups=[dict(g, shards=[dict(s0, bytes=-1)] + g["shards"][1:])])
+    yield "size a float", dict(idx, groups=[dict(g, shards=[dict(s0, bytes=1.5)] + g["shards"][1:])])
+    yield "absolute path", dict(idx, groups=[dict(g, shards=[dict(s0, file="/etc/x")] + g["shards"][1:])])
+    yield "backslash", dict(idx, groups=[dict(g, shards=[dict(s0, nnc="..\\x.nnc")] + g["shards"][1:])])
+    yield "nnc suffix", dict(idx, groups=[dict(g, shards=[dict(s0, nnc="x.bin")] + g["shards"][1:])])
+    yield "same file twice", dict(idx, groups=[dict(g, shards=[s0, s0])])
+    yield "file and folder", dict(idx, files=idx["files"] + [dict(idx["files"][0], file=s0["file"] + "/x")])
+    yield "weight_map elsewhere", dict(idx, groups=[dict(g, weight_map={"w": "other.nnc"})])
+    yield "weight_map a list value", dict(idx, groups=[dict(g, weight_map={"w": [1]})])
+    yield "files not a list", dict(idx, files="config.json")
+    yield "files entry without hash", dict(idx, files=[{"file": "config.json", "bytes": 3}])
+    yield "hash upper case", dict(idx, files=[dict(idx["files"][0], sha256="A" * 64)])
+    yield "removed not a list", dict(idx, groups=[dict(g, removed="w")])
+
+
+def test_hostile_folder_index_is_refused(tmp_path):
+    src, enc = tmp_path / "model", tmp_path / "enc"
+    st_folder(src)
+    folders.encode_folder(src, enc)
+    path = enc / "nncodec.index.json"
+    idx = json.loads(path.read_text())
+    for i, (what, doc) in enumerate(_hostile(idx)):
+        path.write_text(json.dumps(doc))
+        with pytest.raises(CorruptError, match="nncodec.index.json: .*(re-encode the folder|relative path)"):
+            folders.decode_folder(enc, tmp_path / f"back{i}")
+        assert not (tmp_path / f"back{i}").exists(), what
+    path.write_bytes(b'{"nncodec_folder": 1, "nncodec_folder": 1}')
+    with pytest.raises(CorruptError, match="duplicate key"):
+        folders.read_folder_index(enc)
+    path.write_bytes(b"[" * 100000)
+    with pytest.raises(CorruptError, match="not valid JSON"):
+        folders.read_folder_index(enc)
+    assert no_leftovers(tmp_path)
