@@ -167,7 +167,12 @@ def diff(a, opts: dict) -> int:
     _both_folders(a.base, a.new)
     t0 = time.perf_counter()
     run = {k: v for k, v in _run_options(a).items() if k == "limits"}
-    doc = diff_folders(a.base, a.new, a.output, metadata=cli._parse_metadata(a.metadata), **run, **opts)
+    prog = cli.Progress("diffing", not a.quiet)
+    try:
+        doc = diff_folders(a.base, a.new, a.output, metadata=cli._parse_metadata(a.metadata), progress=prog,
+                           **run, **opts)
+    finally:
+        prog.close()
     if not a.quiet:
         out, new = _tree_bytes(a.output), _tree_bytes(a.new)
         shards = sum(len(g["shards"]) for g in doc["groups"])
@@ -182,7 +187,11 @@ def patch(a) -> int:
     _both_folders(a.base, a.update)
     t0 = time.perf_counter()
     run = {k: v for k, v in _run_options(a).items() if k == "limits"}
-    doc = patch_folders(a.base, a.update, a.output, format=a.format, **run)
+    prog = _cli().Progress("patching", not a.quiet)
+    try:
+        doc = patch_folders(a.base, a.update, a.output, format=a.format, progress=prog, **run)
+    finally:
+        prog.close()
     if not a.quiet:
         shards = sum(len(g["shards"]) for g in doc["groups"])
         print(f"{a.base} + {a.update} -> {a.output}: {shards} shards, {time.perf_counter() - t0:.2f} s")
