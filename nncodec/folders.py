@@ -150,6 +150,8 @@ def _copy(src_root: str, dst_root: str, rel: str, expected: dict | None = None) 
             h.update(block)
             fo.write(block)
             n += len(block)
+        fo.flush()
+        os.fsync(fo.fileno())
     entry = {"file": rel, "bytes": n, "sha256": h.hexdigest()}
     if expected is not None and (expected["bytes"], expected["sha256"]) != (n, entry["sha256"]):
         raise CorruptError(f"{_join(src_root, rel)}: differs from the file that was encoded ({n} bytes, SHA-256 "
@@ -382,6 +384,8 @@ def _write_index(root: str, doc: dict) -> None:
     with open(os.path.join(root, INDEX_NAME), "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=1, ensure_ascii=False)
         f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _entries(doc: dict) -> dict:
@@ -735,6 +739,8 @@ def diff_folders(base_dir, new_dir, out_dir, *, metadata: dict | None = None, li
                 with _about(label, new), open(target, "wb") as f:
                     write_update(f, model, sub, opts=opts, metadata=md, aliases=dict(nck.aliases), limits=limits,
                                  **kw)
+                    f.flush()
+                    os.fsync(f.fileno())
                 prog.copied(label, size)
                 for n in model:
                     wm[n] = nnc
@@ -799,6 +805,8 @@ def patch_folders(base_dir, update_dir, out_dir, *, format: str | None = None, l
                     target = _join(tmp, s["file"])
                     os.makedirs(os.path.dirname(target), exist_ok=True)
                     nio.write_checkpoint(target, ck, fmt)
+                    with open(target, "rb+") as f:
+                        os.fsync(f.fileno())
                 prog.copied(s["file"], os.path.getsize(upath))
                 del tensors, sub, ck
         _carry(update, tmp, others, prog, _entries(doc))
