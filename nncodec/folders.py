@@ -507,16 +507,67 @@ def _shard_format(shard: str, recorded: str, format: str | None) -> str:
     return format
 
 
+def _safetensors_name(name: str) -> str:
+    """The name ``save_pretrained`` gives the safetensors form of a torch weight file:
+    ``pytorch_model-00001-of-00002.bin`` -> ``model-00001-of-00002.safetensors``."""
+    head, _, base = name.rpartition("/")
+    stem = os.path.splitext(base)[0]
+    if stem.startswith("pytorch_model"):
+        stem = "model" + stem[len("pytorch_model"):]
+    return (head + "/" if head else "") + stem + ".safetensors"
+
+
+def _plan(doc: dict, format: str | None) -> tuple:
+    """What decode writes: ({shard file: (output name, format, convert)}, {new index: bytes}, index files not copied).
+
+    ``format="safetensors"`` turns a torch weight set into safetensors shards under
+    the names ``save_pretrained`` uses, with a new index to match; any other
+    ``format`` must fit each shard's name (legacy or zip torch for ``.bin``).
+    """
+    shards, indexes, dropped = {}, {}, set()
+    for g in doc["groups"]:
+        convert = format == "safetensors" and g["format"] in ("torch", "torch-legacy")
+        for s in g["shards"]:
+            if convert:
+                shards[s["file"]] = (_safetensors_name(s["file"]), "safetensors", True)
+            else:
+                shards[s["file"]] = (s["file"], _shard_format(s["file"], g["format"], format), False)
+        if convert and g["index"] is not None:
+            if not g["index"].endswith(".index.json"):
+                raise UsageError(f"{g['index']}: cannot name a safetensors index after it; decode without --format")
+            name = _safetensors_name(g["index"][: -len(".index.json")]) + ".index.json"
+            wm = {t: shards[_nnc_file(g, v)][0] for t, v in g["weight_map"].items()}
+            body = {"metadata": g["metadata"], "weight_map": dict(sorted(wm.items()))}
+            if g["metadata"] is None:
+                del body["metadata"]
+            indexes[name] = (json.dumps(body, indent=2, sort_keys=True) + "\n").encode()
+            dropped.add(g["index"])
+    names = [n for n, _, _ in shards.values()] + list(indexes) + [e["file"] for e in doc["files"]
+                                                                  if e["file"] not in dropped]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UsageError(f"{dup[0]}: two outputs of the folder would have this name after converting to "
+                         f"{format}; decode without --format")
+    return shards, indexes, dropped
+
+
+def _nnc_file(group: dict, nnc: str) -> str:
+    return next(s["file"] for s in group["shards"] if s["nnc"] == nnc)
+
+
 def decode_folder(src_dir, dst_dir, *, threads: int | None = None, progress=None, format: str | None = None,
                   limits: Limits = DEFAULT_LIMITS) -> dict:
     """Decode the folder ``src_dir`` written by :func:`encode_folder` to the model folder ``dst_dir``.
 
     Each ``.nnc`` file is decoded with :func:`nncodec.files.decode_file` to the
-    shard's original name and format (``format`` may pick another of the same
-    family, e.g. ``torch-legacy`` for ``.bin`` shards); every other file is
-    copied byte for byte, the original index files among them. ``progress`` is
-    called as ``progress(shard_file, bytes_done, bytes_total)``. ``dst_dir``
-    appears only when complete. Returns the folder's index.
+    shard's original name and format; every other file is copied byte for
+    byte, the original index files among them. ``format`` may pick another
+    format of the same family (``torch-legacy`` for ``.bin`` shards), or
+    ``"safetensors"`` to turn ``pytorch_model-*.bin`` shards into
+    ``model-*.safetensors`` with a ``model.safetensors.index.json`` to match
+    (spec/FOLDERS.md §4). ``progress`` is called as
+    ``progress(shard_file, bytes_done, bytes_total)``. ``dst_dir`` appears only
+    when complete. Returns the folder's index.
     """
     from .files import decode_file
 
@@ -527,21 +578,42 @@ def decode_folder(src_dir, dst_dir, *, threads: int | None = None, progress=None
     if nio.format_from_extension(dst.rstrip("/\\")) is not None:
         raise UsageError(f"{dst}: an encoded folder decodes to a folder (its shards keep their names); "
                          f"give a folder name without a checkpoint extension")
-    others = _other_files(src, doc)
+    if format is not None and format not in _SHARD_FORMATS:
+        raise UsageError(f"unknown output format {format!r}; choose one of {', '.join(_SHARD_FORMATS)}")
+    plan, indexes, dropped = _plan(doc, format)
+    others = [f for f in _other_files(src, doc) if f not in dropped]
     sizes = {s["nnc"]: os.path.getsize(_join(src, s["nnc"])) for g in doc["groups"] for s in g["shards"]}
     sizes.update({f: os.path.getsize(_join(src, f)) for f in others})
     prog = _Progress(progress, sum(sizes.values()))
     with atomic_dir(dst, inputs=[src]) as tmp:
         for g in doc["groups"]:
             for s in g["shards"]:
+                name, fmt, convert = plan[s["file"]]
+                target = _join(tmp, name)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
                 with _about(s["nnc"], src):
-                    fmt = _shard_format(s["file"], g["format"], format)
-                    target = _join(tmp, s["file"])
-                    os.makedirs(os.path.dirname(target), exist_ok=True)
-                    decode_file(_join(src, s["nnc"]), target, format=fmt, limits=limits,
-                                progress=prog.shard(s["file"], sizes[s["nnc"]]), threads=threads)
+                    if convert:
+                        _convert(_join(src, s["nnc"]), target, limits)
+                        prog.copied(name, sizes[s["nnc"]])
+                    else:
+                        decode_file(_join(src, s["nnc"]), target, format=fmt, limits=limits,
+                                    progress=prog.shard(name, sizes[s["nnc"]]), threads=threads)
+        for name, body in indexes.items():
+            with open(_join(tmp, name), "wb") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
         _carry(src, tmp, others, prog, _entries(doc))
     return doc
+
+
+def _convert(nnc: str, target: str, limits: Limits) -> None:
+    """Decode a torch shard's .nnc file to safetensors, marked ``{"format": "pt"}`` as transformers expects."""
+    ck = nio.load_any(nnc, limits=limits)
+    out = nio.Checkpoint(tensors=ck.tensors, aliases=ck.aliases, metadata={"format": "pt"}, format="safetensors")
+    nio.write_checkpoint(target, out, "safetensors")
+    with open(target, "rb+") as f:
+        os.fsync(f.fileno())
 
 
 # ------------------------------------------------------------------ any folder's weights

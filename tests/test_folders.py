@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -137,6 +138,23 @@ def test_bin_shards_round_trip(tmp_path):
         assert list(loaded) == list(part)
         for k, v in part.items():
             assert loaded[k].dtype == v.dtype and torch.equal(loaded[k], v)
+
+    # --format safetensors: the names and index save_pretrained writes for safetensors
+    conv = tmp_path / "conv"
+    assert main(["decode", "-q", "--format", "safetensors", str(enc), str(conv)]) == 0
+    st = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    assert sorted(all_files(conv)) == sorted(st + ["config.json", "model.safetensors.index.json"])
+    index = json.loads((conv / "model.safetensors.index.json").read_bytes())
+    assert index["metadata"] == json.loads((src / "pytorch_model.bin.index.json").read_bytes())["metadata"]
+    assert index["weight_map"] == {k: s for part, s in zip(parts, st) for k in part}
+    for part, s in zip(parts, st):
+        ck = read_checkpoint(conv / s)
+        assert ck.metadata == {"format": "pt"} and list(ck.tensors) == list(part)
+        for k, v in part.items():
+            assert_same(ck.tensors[k], v.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+                        if v.dtype == torch.bfloat16 else v.numpy())
+    with pytest.raises(UsageError, match="cannot write a npz shard"):
+        folders.decode_folder(enc, tmp_path / "npz", format="npz")
 
 
 @pytest.mark.parametrize("single", ["model.safetensors", "pytorch_model.bin"])
@@ -319,10 +337,15 @@ def test_transformers_loads_decoded_folder(tmp_path, kind):
     folders.decode_folder(enc, back)
     if kind == "safetensors":
         assert all_files(back) == all_files(src)
-    loaded = transformers.BertModel.from_pretrained(back).eval()
+    outs = [back]
+    if kind == "bin":
+        folders.decode_folder(enc, tmp_path / "conv", format="safetensors")
+        outs.append(tmp_path / "conv")
     x = torch.randint(0, 500, (2, 9), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        assert torch.equal(model(x).last_hidden_state, loaded(x).last_hidden_state)
+    for out in outs:
+        loaded = transformers.BertModel.from_pretrained(out).eval()
+        with torch.no_grad():
+            assert torch.equal(model(x).last_hidden_state, loaded(x).last_hidden_state)
 
 
 
