@@ -29,7 +29,7 @@ from .format.constants import DEFAULT_LIMITS, Limits
 
 __all__ = [
     "INDEX_NAME", "FOLDER_VERSION", "is_model_folder", "is_encoded_folder", "read_folder_index",
-    "encode_folder", "decode_folder", "folder_info", "compare_folders", "diff_folders", "patch_folders",
+    "encode_folder", "decode_folder", "folder_info", "compare_folders", "compare_files", "diff_folders", "patch_folders",
 ]
 
 #: the file an encoded folder is recognised by
@@ -731,6 +731,34 @@ def compare_folders(a_dir, b_dir, *, limits: Limits = DEFAULT_LIMITS) -> tuple:
             del tensors
     only_b = [n for gb in B.groups if gb[0] in seen_b for n in B.names(gb, B.load) if n not in seen_b[gb[0]]]
     return out, overall_diff(every), only_a, only_b
+
+
+def _digest(path: str) -> tuple:
+    h, n = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(_COPY_BLOCK)
+            if not block:
+                return n, h.hexdigest()
+            h.update(block)
+            n += len(block)
+
+
+def compare_files(a_dir, b_dir) -> dict:
+    """The files that are not weights, compared by size and SHA-256 (an encoded folder's from its index).
+
+    Returns ``{"same": [...], "differ": [...], "only_in_a": [...], "only_in_b": [...]}``.
+    """
+    def files(path):
+        w = _Weights(path)
+        if w.doc is not None:
+            return {e["file"]: (e["bytes"], e["sha256"]) for e in w.doc["files"]}
+        return {f: _digest(_join(w.path, f)) for f in w.others}
+
+    fa, fb = files(os.fspath(a_dir)), files(os.fspath(b_dir))
+    return {"same": [f for f in fa if f in fb and fa[f] == fb[f]],
+            "differ": [f for f in fa if f in fb and fa[f] != fb[f]],
+            "only_in_a": [f for f in fa if f not in fb], "only_in_b": [f for f in fb if f not in fa]}
 
 
 def folder_info(path) -> dict:

@@ -119,11 +119,12 @@ def info(a) -> int:
 
 
 def compare(a) -> int:
-    from .folders import compare_folders
+    from .folders import compare_files, compare_folders
 
     _both_folders(a.a, a.b)
     shards, overall, only_a, only_b = compare_folders(a.a, a.b, **{k: v for k, v in _run_options(a).items()
                                                                    if k == "limits"})
+    files = compare_files(a.a, a.b)
 
     def num(x):
         return None if isinstance(x, float) and math.isinf(x) else x
@@ -135,7 +136,7 @@ def compare(a) -> int:
     if a.json:
         json.dump({"shards": [{"file": f, "tensors": [row(d) for d in ds]} for f, ds in shards],
                    "overall": {k: v for k, v in row(overall).items() if k not in ("name", "dtype", "shape")},
-                   "only_in_a": only_a, "only_in_b": only_b}, sys.stdout, indent=1)
+                   "only_in_a": only_a, "only_in_b": only_b, "files": files}, sys.stdout, indent=1)
         print()
         return 0
     head = ["shard", "name", "dtype", "shape", "SNR dB", "max |err|", "rel err"]
@@ -157,6 +158,10 @@ def compare(a) -> int:
         print(f"only in {a.a}: {', '.join(only_a)}")
     if only_b:
         print(f"only in {a.b}: {', '.join(only_b)}")
+    print(f"other files: {len(files['same'])} identical" +
+          "".join(f"; {label} {', '.join(files[k])}" for k, label in
+                  (("differ", "differ:"), ("only_in_a", f"only in {a.a}:"), ("only_in_b", f"only in {a.b}:"))
+                  if files[k]))
     return 0
 
 

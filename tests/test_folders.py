@@ -270,6 +270,8 @@ def test_cli_on_folders(tmp_path, capsys):
     assert cmp["overall"]["exact"] and [s["file"] for s in cmp["shards"]] == list(SHARDS)
     assert [t["name"] for t in cmp["shards"][1]["tensors"]] == list(parts[1])
     assert not cmp["only_in_a"] and not cmp["only_in_b"]
+    assert sorted(cmp["files"]["same"]) == sorted(set(EXTRA) | {"model.safetensors.index.json"})
+    assert not cmp["files"]["differ"] and not cmp["files"]["only_in_a"] and not cmp["files"]["only_in_b"]
 
     # a fine-tune changing the second shard only, with a new config
     new = tmp_path / "new"
@@ -280,6 +282,7 @@ def test_cli_on_folders(tmp_path, capsys):
     assert main(["compare", str(src), str(new)]) == 0
     text = capsys.readouterr().out
     assert "layer.0.bias" in text and SHARDS[1] in text
+    assert "other files: 4 identical; differ: config.json" in text
 
     upd, patched = tmp_path / "upd", tmp_path / "patched"
     assert main(["diff", "-q", str(src), str(new), str(upd)]) == 0
