@@ -23,6 +23,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from . import configure
+
+configure()  # the cache folder, before the first @njit below
+
 RANS_L = 1 << 16  #: lower bound of a normalized rANS state; states live in [RANS_L, 2**32)
 
 OK = 0

@@ -16,6 +16,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from . import configure
+
+configure()  # the cache folder, before the first @njit below
+
 #: trellis state tables: next state = table[state][level & 1]; quantizer of a state = quant[state]
 STATE_TABLES = {
     1: (np.array([[0, 0]], np.int64), np.array([0], np.int64)),

@@ -21,6 +21,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from . import configure
+
+configure()  # the cache folder, before the first @njit below
+
 MAX_LEN = 12  #: longest code length; a decode table has 1 << MAX_LEN entries
 _PEEK = np.uint64(64 - MAX_LEN)
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from . import configure
+
+configure()  # the cache folder, before the first @njit below
+
 OK = 0
 ERR_SHORT = 1  # the escape stream ends inside a value
 ERR_VARINT = 2  # a varint is longer than 10 bytes, over 64 bits, or not minimal

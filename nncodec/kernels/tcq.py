@@ -14,6 +14,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from . import configure
+
+configure()  # the cache folder, before the first @njit below
+
 from .cabac import level_bits
 
 
