@@ -432,7 +432,9 @@ def main(argv=None) -> int:
         parser.print_help()
         return EXIT_USAGE
     from .errors import NNCodecError, UsageError
+    from .kernels import enable_compile_notice
 
+    enable_compile_notice()  # one stderr line when a first run compiles kernels
     cmd = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "compare": cmd_compare,
            "diff": cmd_diff, "patch": cmd_patch}[a.command]
     try:
