@@ -1,6 +1,7 @@
 """Numba kernels of the ``planes`` codec and its canonical Huffman coder.
 
-Only compiled kernels live here; :mod:`nncodec.entropy.blockhuffman` and
+Compiled kernels, and the Python functions in front of those that allocate
+outputs (a kernel allocates nothing); :mod:`nncodec.entropy.blockhuffman` and
 :mod:`nncodec.codecs.planes` check every argument before calling one. The
 kernels trust their arguments completely:
 
@@ -234,10 +235,20 @@ def merge8(p0, p1, p2, p3, p4, p5, p6, p7, transform, out):
 # ------------------------------------------------------------------ histograms
 
 
-@njit(cache=True, nogil=True)
+# Kernels allocate nothing: the Python function in front of a kernel allocates
+# its outputs and scratch, so a process that only decodes or only codes small
+# files never compiles Numba's allocator (about 0.4 s on first use).
+
+
 def histogram4(data, bounds):
     """Byte counts of the 4 segments ``data[bounds[k]:bounds[k+1]]``: shape (4, 256)."""
     h = np.zeros((4, 256), np.int64)
+    _histogram4(data, bounds, h)
+    return h
+
+
+@njit(cache=True, nogil=True)
+def _histogram4(data, bounds, h):
     m = bounds[1] - bounds[0]
     for k in range(1, 4):
         m = min(m, bounds[k + 1] - bounds[k])
@@ -250,23 +261,25 @@ def histogram4(data, bounds):
     for k in range(4):
         for i in range(bounds[k] + m, bounds[k + 1]):
             h[k, data[i]] += 1
+
+
+def context_histogram4(data, ctx, bounds):
+    """Counts per segment, context byte and symbol: shape (4, 256, 256), index [k, ctx, sym]."""
+    h = np.zeros((4, 256, 256), np.int64)
+    _context_histogram4(data, ctx, bounds, h)
     return h
 
 
 @njit(cache=True, nogil=True)
-def context_histogram4(data, ctx, bounds):
-    """Counts per segment, context byte and symbol: shape (4, 256, 256), index [k, ctx, sym]."""
-    h = np.zeros((4, 256, 256), np.int64)
+def _context_histogram4(data, ctx, bounds, h):
     for k in range(4):
         for i in range(bounds[k], bounds[k + 1]):
             h[k, ctx[i], data[i]] += 1
-    return h
 
 
 # ---------------------------------------------------------------- code lengths
 
 
-@njit(cache=True, nogil=True)
 def package_merge(counts, max_len):
     """Optimal code lengths of at most ``max_len`` bits for ``counts`` (int64[256]).
 
@@ -275,13 +288,26 @@ def package_merge(counts, max_len):
     deterministic (spec/codecs/planes-huffman.md, "Encoder").
     """
     lens = np.zeros(256, np.uint8)
+    max_len = int(max_len)
+    if max_len < 1:
+        raise ValueError(f"max_len {max_len} must be at least 1")
+    scratch = np.empty(3 * 256, np.int64)
+    item = np.full((max_len, 512), -1, np.int64)  # leaf symbol, or -1 for a package
+    weight = np.zeros((max_len, 512), np.int64)
+    size = np.zeros(max_len, np.int64)
+    _package_merge(counts, max_len, lens, scratch, item, weight, size)
+    return lens
+
+
+@njit(cache=True, nogil=True)
+def _package_merge(counts, max_len, lens, scratch, item, weight, size):
     nsym = 0
     for s in range(256):
         if counts[s] > 0:
             nsym += 1
     if nsym == 0:
-        return lens
-    syms = np.empty(nsym, np.int64)
+        return
+    syms = scratch[:nsym]
     j = 0
     for s in range(256):
         if counts[s] > 0:
@@ -289,17 +315,21 @@ def package_merge(counts, max_len):
             j += 1
     if nsym == 1:
         lens[syms[0]] = 1
-        return lens
-    order = np.argsort(counts[syms], kind="mergesort")  # stable: ties by symbol
-    leaf_w = np.empty(nsym, np.int64)
-    leaf_s = np.empty(nsym, np.int64)
+        return
+    # leaves by count, ties by symbol: an insertion sort of at most 256 items, stable
+    # because it moves an item only past strictly larger counts (np.argsort would
+    # cost seconds of compilation for nothing)
+    leaf_w = scratch[256:256 + nsym]
+    leaf_s = scratch[512:512 + nsym]
     for i in range(nsym):
-        leaf_w[i] = counts[syms[order[i]]]
-        leaf_s[i] = syms[order[i]]
-    cap = 2 * nsym
-    item = np.full((max_len, cap), -1, np.int64)  # leaf symbol, or -1 for a package
-    weight = np.zeros((max_len, cap), np.int64)
-    size = np.zeros(max_len, np.int64)
+        w = counts[syms[i]]
+        j = i
+        while j > 0 and leaf_w[j - 1] > w:
+            leaf_w[j] = leaf_w[j - 1]
+            leaf_s[j] = leaf_s[j - 1]
+            j -= 1
+        leaf_w[j] = w
+        leaf_s[j] = syms[i]
     for i in range(nsym):
         item[0, i] = leaf_s[i]
         weight[0, i] = leaf_w[i]
@@ -336,7 +366,6 @@ def package_merge(counts, max_len):
             else:
                 pk += 1
         m = 2 * pk
-    return lens
 
 
 # --------------------------------------------------------------------- encoding
@@ -382,7 +411,6 @@ def _finish(out, acc, nb, pos):
     return pos
 
 
-@njit(cache=True, nogil=True)
 def encode4(data, bounds, table, out, obounds):
     """Encode segment k of ``data`` as stream k at ``out[obounds[k]:obounds[k+1]]``.
 
@@ -390,6 +418,12 @@ def encode4(data, bounds, table, out, obounds):
     least 8 bytes after ``obounds[4]``. Returns the 4 end positions written.
     """
     ends = np.empty(4, np.int64)
+    _encode4(data, bounds, table, out, obounds, ends)
+    return ends
+
+
+@njit(cache=True, nogil=True)
+def _encode4(data, bounds, table, out, obounds, ends):
     for k in range(4):
         acc = _U0
         nb = _U0
@@ -418,10 +452,8 @@ def encode4(data, bounds, table, out, obounds):
             pos, nb = _flush_bytes(out, acc, nb, pos)
             i += _U1
         ends[k] = np.int64(_finish(out, acc, nb, pos))
-    return ends
 
 
-@njit(cache=True, nogil=True)
 def encode4_context(data, ctx, cmap, bounds, table, out, obounds):
     """Like :func:`encode4`; symbol i uses ``table[cmap[ctx[i]] << 8 | data[i]]``.
 
@@ -429,6 +461,12 @@ def encode4_context(data, ctx, cmap, bounds, table, out, obounds):
     0 (a one-symbol table) writes nothing.
     """
     ends = np.empty(4, np.int64)
+    _encode4_context(data, ctx, cmap, bounds, table, out, obounds, ends)
+    return ends
+
+
+@njit(cache=True, nogil=True)
+def _encode4_context(data, ctx, cmap, bounds, table, out, obounds, ends):
     for k in range(4):
         acc = _U0
         nb = _U0
@@ -460,7 +498,6 @@ def encode4_context(data, ctx, cmap, bounds, table, out, obounds):
             pos, nb = _flush_bytes(out, acc, nb, pos)
             i += _U1
         ends[k] = np.int64(_finish(out, acc, nb, pos))
-    return ends
 
 
 # --------------------------------------------------------------------- decoding
@@ -699,7 +736,6 @@ def decode4_context(buf, sb, tables, cmap, ctx, out, bounds, bitpos):
     return -1
 
 
-@njit(cache=True, nogil=True)
 def multi_table(single):
     """The multi-symbol table of :func:`decode4_multi` from a single-symbol table.
 
@@ -707,9 +743,15 @@ def multi_table(single):
     ``j``, one byte each from bit 0, their total length << 32 and their count << 40.
     Returns the table and the mean count over all windows.
     """
+    out = np.empty(single.shape[0], np.uint64)
+    total = _multi_table(single, out)
+    return out, total / single.shape[0]
+
+
+@njit(cache=True, nogil=True)
+def _multi_table(single, out):
     size = single.shape[0]
     mask = size - 1
-    out = np.empty(size, np.uint64)
     total = 0
     for j in range(size):
         used = 0
@@ -725,4 +767,4 @@ def multi_table(single):
             cnt += 1
         out[j] = ent | (np.uint64(used) << np.uint64(32)) | (np.uint64(cnt) << np.uint64(40))
         total += cnt
-    return out, total / size
+    return total
