@@ -1,0 +1,199 @@
+"""Where compiled kernels are cached, and the CLI's first-compile notice.
+
+Numba's default cache folder is ``__pycache__`` next to the kernel sources, inside
+the installed package: an uninstall leaves it behind and the left-over folder then
+shadows a later editable install. nncodec caches kernels in a per-user folder
+instead (nncodec.kernels.cache_dir); these tests check the resolution rules, that a
+real encode/decode writes there and never under the package, and that the CLI says
+once when a first run compiles.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import nncodec
+from nncodec import kernels
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "mtcnn_pnet.pt"
+PACKAGE_PYCACHE = Path(nncodec.__file__).resolve().parent / "kernels" / "__pycache__"
+NOTICE = "nncodec: compiling kernels for first use"
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NNCODEC_CACHE_DIR", "NUMBA_CACHE_DIR", "NNCODEC_QUIET", "NUMBA_DISABLE_JIT")}
+    env.update(extra)
+    return env
+
+
+def _package_cache_files() -> dict:
+    """Numba index and data files under the package's kernels/__pycache__, with their mtimes."""
+    if not PACKAGE_PYCACHE.is_dir():
+        return {}
+    return {p.name: p.stat().st_mtime_ns for p in PACKAGE_PYCACHE.iterdir() if p.suffix in (".nbi", ".nbc")}
+
+
+# ------------------------------------------------------------ resolution rules
+
+
+def test_tag_names_nncodec_python_and_numba_versions():
+    import numba
+
+    tag = kernels._tag()
+    assert tag == (f"nncodec-{nncodec.__version__}-py{sys.version_info[0]}{sys.version_info[1]}"
+                   f"-numba{numba.__version__}")
+
+
+def test_nncodec_cache_dir_wins_and_gets_the_tag(tmp_path):
+    env = {"NNCODEC_CACHE_DIR": str(tmp_path / "mine"), "NUMBA_CACHE_DIR": str(tmp_path / "numba"),
+           "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    first = kernels.candidates(env)[0]
+    assert first == ("NNCODEC_CACHE_DIR", str(tmp_path / "mine" / kernels._tag()))
+
+
+def test_an_explicit_numba_cache_dir_is_respected_as_given(tmp_path):
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "numba"), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    assert kernels.candidates(env)[0] == ("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
+
+
+def test_xdg_cache_home_then_home(tmp_path, monkeypatch):
+    tag = kernels._tag()
+    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    assert kernels.candidates(env)[0] == ("XDG_CACHE_HOME", str(tmp_path / "xdg" / "nncodec" / "numba" / tag))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    home = str(tmp_path / "home" / ".cache" / "nncodec" / "numba" / tag)
+    assert kernels.candidates({})[0] == ("home", home)
+    # the XDG base directory spec: a relative XDG_CACHE_HOME is invalid and ignored
+    assert kernels.candidates({"XDG_CACHE_HOME": "relative/cache"})[0] == ("home", home)
+
+
+def test_a_temporary_folder_is_always_the_last_resort(tmp_path):
+    for env in ({}, {"NNCODEC_CACHE_DIR": str(tmp_path)}, {"NUMBA_CACHE_DIR": str(tmp_path)}):
+        source, path = kernels.candidates(env)[-1]
+        assert source == "temp"
+        assert path.endswith(kernels._tag()) and "nncodec-" in path
+
+
+def test_no_candidate_is_inside_the_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    package = str(Path(nncodec.__file__).resolve().parent)
+    for _, path in kernels.candidates({}):
+        assert not os.path.abspath(path).startswith(package)
+
+
+def test_this_process_caches_outside_the_package():
+    from numba.core import config
+
+    from nncodec.kernels import huffman  # noqa: F401  (configures the cache)
+
+    assert config.CACHE_DIR == kernels.cache_dir()
+    assert not os.path.abspath(kernels.cache_dir()).startswith(str(Path(nncodec.__file__).resolve().parent))
+
+
+def test_an_unwritable_cache_dir_falls_back_without_failing(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"")  # a folder cannot be created under a regular file, not even by root
+    code = ("from nncodec import kernels; from nncodec.kernels import huffman; "
+            "from numba.core import config; print(kernels.cache_dir()); print(config.CACHE_DIR)")
+    r = subprocess.run([sys.executable, "-c", code], env=_env(NNCODEC_CACHE_DIR=str(blocker / "cache")),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    chosen, numba_dir = r.stdout.split()
+    assert chosen == numba_dir
+    assert not chosen.startswith(str(blocker))
+    assert os.path.isdir(chosen)
+
+
+# ------------------------------------------------------ a real run, end to end
+
+
+def _cli_with_tty_stderr(args, env, cwd) -> tuple[int, str]:
+    """Run ``python -m nncodec ARGS`` with stderr on a pseudo-terminal; return (exit status, stderr text)."""
+    pty = pytest.importorskip("pty")
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "nncodec", *args], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=slave, env=env, cwd=cwd)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        rc = proc.wait(timeout=300)
+    finally:
+        os.close(master)
+    return rc, b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="nothing is compiled without the JIT")
+def test_cold_run_caches_in_the_given_folder_and_says_so_once(tmp_path):
+    cache = tmp_path / "cache"
+    env = _env(NNCODEC_CACHE_DIR=str(cache))
+    before = _package_cache_files()
+    nnc, back = tmp_path / "p.nnc", tmp_path / "p.pt"
+
+    rc, err = _cli_with_tty_stderr(["encode", str(FIXTURE), str(nnc)], env, tmp_path)
+    assert rc == 0, err
+    assert err.count(NOTICE) == 1, err
+    where = cache / kernels._tag()
+    assert f"(cached in {where})" in err
+
+    index = sorted(p.name for p in where.rglob("*.nbi"))
+    assert any(name.startswith("huffman.") for name in index), index
+    assert list(where.rglob("*.nbc"))
+
+    rc, err = _cli_with_tty_stderr(["encode", str(FIXTURE), str(tmp_path / "again.nnc")], env, tmp_path)
+    assert rc == 0, err
+    assert NOTICE not in err  # warm: every kernel it needs is in the cache
+    assert (tmp_path / "again.nnc").read_bytes() == nnc.read_bytes()
+
+    rc, err = _cli_with_tty_stderr(["decode", str(nnc), str(back)], env, tmp_path)
+    assert rc == 0, err
+    assert err.count(NOTICE) <= 1
+    rc, err = _cli_with_tty_stderr(["decode", str(nnc), str(tmp_path / "again.pt")], env, tmp_path)
+    assert rc == 0, err
+    assert NOTICE not in err
+
+    import numpy as np
+
+    from nncodec.io import read_checkpoint
+
+    a, b = read_checkpoint(str(FIXTURE)), read_checkpoint(str(back))
+    assert a.names() == b.names() and a.names()
+    for name in a.names():
+        x, y = a.get(name), b.get(name)
+        assert x.dtype == y.dtype and x.shape == y.shape, name
+        assert np.ascontiguousarray(x).tobytes() == np.ascontiguousarray(y).tobytes(), name
+
+    # nothing was written under the package, whatever was there before
+    assert _package_cache_files() == before
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="nothing is compiled without the JIT")
+def test_the_notice_is_silenced_by_nncodec_quiet(tmp_path):
+    env = _env(NNCODEC_CACHE_DIR=str(tmp_path / "cache"), NNCODEC_QUIET="1")
+    golden = ROOT / "tests" / "golden" / "huffman_v1.nnc"  # planes and Huffman blocks: kernels to compile
+    rc, err = _cli_with_tty_stderr(["decode", str(golden), str(tmp_path / "out.npz")], env, tmp_path)
+    assert rc == 0, err
+    assert NOTICE not in err
+    assert list((tmp_path / "cache").rglob("*.nbi"))  # it did compile
+
+
+def test_the_notice_is_not_written_to_a_pipe(tmp_path):
+    env = _env(NNCODEC_CACHE_DIR=str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, "-m", "nncodec", "encode", str(FIXTURE), str(tmp_path / "p.nnc")],
+                       env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert NOTICE not in r.stderr
