@@ -6,7 +6,8 @@ quick start's kernels in ``site-packages/nncodec/kernels/__pycache__``; the edit
 install's uninstall left that folder behind and it then shadowed the editable package
 (``cannot import name '__version__' from 'nncodec' (unknown location)``).
 
-This test runs that sequence in a temporary venv made with ``--system-site-packages``
+This test runs that sequence (compiling kernels even for the small fixture, as a
+larger file would) in a temporary venv made with ``--system-site-packages``
 (numpy, numba, torch and the test extras come from this environment, so nothing large
 is downloaded; pip still fetches setuptools for the isolated build) on a copy of the
 source tree, with a fresh HOME so the kernel cache starts empty. It takes about a
@@ -72,6 +73,9 @@ def test_readme_install_then_quick_start_then_test_install(tmp_path):
     env["PATH"] = str(bindir) + os.pathsep + env.get("PATH", "")
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     env["NNCODEC_QUIET"] = "1"
+    # the quick start's small file needs no compiled kernel (nncodec/kernels/huffman.py); compile them
+    # anyway, as a larger file would, so that the cache is written during the quick start
+    env["NNCODEC_JIT"] = "always"
 
     # 1. pip install .
     _pip(py, ["install", "-q", "."], cwd=src, env=env)
