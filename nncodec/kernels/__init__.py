@@ -151,7 +151,9 @@ def _install_listener() -> None:
             stream = _notice["stream"] or sys.stderr
             try:
                 if stream.isatty():
-                    stream.write(f"nncodec: compiling kernels for first use (cached in {_resolved}) ...\n")
+                    # on a line of its own, also when a progress bar is showing (it redraws)
+                    stream.write("\r" + " " * 79 + "\r"
+                                 f"nncodec: compiling kernels for first use (cached in {_resolved}) ...\n")
                     stream.flush()
             except (AttributeError, OSError, ValueError):
                 pass
