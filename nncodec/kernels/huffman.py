@@ -71,6 +71,17 @@ def _jit(n: int):
     return None
 
 
+def _ro(*arrays):
+    """Read-only views of the input arrays: one compiled specialization whether or not a caller's were writable."""
+    out = []
+    for a in arrays:
+        if isinstance(a, np.ndarray) and a.flags.writeable:
+            a = a.view()
+            a.flags.writeable = False
+        out.append(a)
+    return out
+
+
 # ----------------------------------------------------------------- byte planes
 
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
@@ -106,43 +117,43 @@ def _from_planes(planes, transform, out):
 
 def split1(x, transform, out):
     k = _jit(x.shape[0] >> 4)
-    return k.split1(x, transform, out) if k else _to_planes(x, transform, out)
+    return k.split1(*_ro(x), transform, out) if k else _to_planes(x, transform, out)
 
 
 def split2(x, transform, out):
     k = _jit(x.shape[0] >> 4)
-    return k.split2(x, transform, out) if k else _to_planes(x, transform, out)
+    return k.split2(*_ro(x), transform, out) if k else _to_planes(x, transform, out)
 
 
 def split4(x, transform, out):
     k = _jit(x.shape[0] >> 4)
-    return k.split4(x, transform, out) if k else _to_planes(x, transform, out)
+    return k.split4(*_ro(x), transform, out) if k else _to_planes(x, transform, out)
 
 
 def split8(x, transform, out):
     k = _jit(x.shape[0] >> 4)
-    return k.split8(x, transform, out) if k else _to_planes(x, transform, out)
+    return k.split8(*_ro(x), transform, out) if k else _to_planes(x, transform, out)
 
 
 def merge1(p0, transform, out):
     k = _jit(out.shape[0] >> 4)
-    return k.merge1(p0, transform, out) if k else _from_planes((p0,), transform, out)
+    return k.merge1(*_ro(p0), transform, out) if k else _from_planes((p0,), transform, out)
 
 
 def merge2(p0, p1, transform, out):
     k = _jit(out.shape[0] >> 4)
-    return k.merge2(p0, p1, transform, out) if k else _from_planes((p0, p1), transform, out)
+    return k.merge2(*_ro(p0, p1), transform, out) if k else _from_planes((p0, p1), transform, out)
 
 
 def merge4(p0, p1, p2, p3, transform, out):
     k = _jit(out.shape[0] >> 4)
-    return k.merge4(p0, p1, p2, p3, transform, out) if k else _from_planes((p0, p1, p2, p3), transform, out)
+    return k.merge4(*_ro(p0, p1, p2, p3), transform, out) if k else _from_planes((p0, p1, p2, p3), transform, out)
 
 
 def merge8(p0, p1, p2, p3, p4, p5, p6, p7, transform, out):
     k = _jit(out.shape[0] >> 4)
     if k:
-        return k.merge8(p0, p1, p2, p3, p4, p5, p6, p7, transform, out)
+        return k.merge8(*_ro(p0, p1, p2, p3, p4, p5, p6, p7), transform, out)
     return _from_planes((p0, p1, p2, p3, p4, p5, p6, p7), transform, out)
 
 
@@ -153,7 +164,7 @@ def histogram4(data, bounds):
     """Byte counts of the 4 segments ``data[bounds[k]:bounds[k+1]]``: shape (4, 256)."""
     k = _jit(int(bounds[4] - bounds[0]) >> 4)
     if k:
-        return k.histogram4(data, bounds)
+        return k.histogram4(*_ro(data, bounds))
     h = np.zeros((4, 256), np.int64)
     for s in range(4):
         h[s] = np.bincount(data[bounds[s]:bounds[s + 1]], minlength=256)
@@ -164,7 +175,7 @@ def context_histogram4(data, ctx, bounds):
     """Counts per segment, context byte and symbol: shape (4, 256, 256), index [k, ctx, sym]."""
     k = _jit(int(bounds[4] - bounds[0]) >> 4)
     if k:
-        return k.context_histogram4(data, ctx, bounds)
+        return k.context_histogram4(*_ro(data, ctx, bounds))
     h = np.zeros((4, 256, 256), np.int64)
     for s in range(4):
         lo, hi = bounds[s], bounds[s + 1]
@@ -180,7 +191,7 @@ def package_merge(counts, max_len):
     """Optimal code lengths of at most ``max_len`` bits for ``counts`` (int64[256]); see huffman_jit."""
     k = _jit(_PM_COST)
     if k:
-        return k.package_merge(counts, max_len)
+        return k.package_merge(*_ro(counts), max_len)
     max_len = int(max_len)
     if max_len < 1:
         raise ValueError(f"max_len {max_len} must be at least 1")
@@ -259,7 +270,7 @@ def encode4(data, bounds, table, out, obounds):
     """Encode segment k of ``data`` as stream k at ``out[obounds[k]:]``; see huffman_jit."""
     k = _jit(int(bounds[4] - bounds[0]) >> 1)
     if k:
-        return k.encode4(data, bounds, table, out, obounds)
+        return k.encode4(*_ro(data, bounds, table), out, *_ro(obounds))
     return _write_streams(data, bounds, table, out, obounds)
 
 
@@ -267,7 +278,7 @@ def encode4_context(data, ctx, cmap, bounds, table, out, obounds):
     """Like :func:`encode4`; symbol i uses ``table[cmap[ctx[i]] << 8 | data[i]]``; see huffman_jit."""
     k = _jit(int(bounds[4] - bounds[0]) >> 1)
     if k:
-        return k.encode4_context(data, ctx, cmap, bounds, table, out, obounds)
+        return k.encode4_context(*_ro(data, ctx, cmap, bounds, table), out, *_ro(obounds))
     keys = cmap[ctx].astype(np.int64) << 8 | data
     return _write_streams(keys, bounds, table, out, obounds)
 
@@ -318,7 +329,7 @@ def decode4(buf, sb, table, out, bounds, bitpos):
     """Decode 4 streams into the 4 segments of ``out`` with a single-symbol table; see huffman_jit."""
     k = _jit(int(bounds[4] - bounds[0]))
     if k:
-        return k.decode4(buf, sb, table, out, bounds, bitpos)
+        return k.decode4(*_ro(buf, sb, table), out, *_ro(bounds), bitpos)
     load, t = _loader(buf), table.tolist()
     res = bytearray(out.shape[0])
 
@@ -345,7 +356,7 @@ def decode4_context(buf, sb, tables, cmap, ctx, out, bounds, bitpos):
     """Like :func:`decode4`; symbol i uses table ``cmap[ctx[i]]``; see huffman_jit."""
     k = _jit(int(bounds[4] - bounds[0]))
     if k:
-        return k.decode4_context(buf, sb, tables, cmap, ctx, out, bounds, bitpos)
+        return k.decode4_context(*_ro(buf, sb, tables, cmap, ctx), out, *_ro(bounds), bitpos)
     load, t = _loader(buf), tables.tolist()
     base = (np.asarray(cmap, np.int64)[ctx] << MAX_LEN).tolist()
     res = bytearray(out.shape[0])
@@ -373,7 +384,7 @@ def decode4_multi(buf, sb, table, mtable, out, bounds, bitpos):
     """Like :func:`decode4`, up to 4 symbols per lookup in ``mtable``; see huffman_jit."""
     k = _jit(int(bounds[4] - bounds[0]))
     if k:
-        return k.decode4_multi(buf, sb, table, mtable, out, bounds, bitpos)
+        return k.decode4_multi(*_ro(buf, sb, table, mtable), out, *_ro(bounds), bitpos)
     load, t, mt = _loader(buf), table.tolist(), mtable.tolist()
     res = bytearray(out.shape[0] + 16)  # a lookup writes 4 bytes and keeps ``count`` of them
 
@@ -420,7 +431,7 @@ def multi_table(single):
     size = single.shape[0]
     k = _jit(size >> 4)
     if k:
-        return k.multi_table(single)
+        return k.multi_table(*_ro(single))
     mask = size - 1
     j = np.arange(size, dtype=np.int64)
     used = np.zeros(size, np.int64)
