@@ -42,7 +42,9 @@ _state = {"jit": None, "work": 0}
 def _mode() -> str:
     mode = os.environ.get("NNCODEC_JIT", "auto").strip().lower() or "auto"
     if mode not in ("auto", "always", "never"):
-        raise ValueError(f"NNCODEC_JIT={mode!r} must be auto, always or never")
+        from ..errors import UsageError
+
+        raise UsageError(f"environment variable NNCODEC_JIT={mode!r}: set it to auto, always or never, or unset it")
     return mode
 
 
