@@ -43,16 +43,20 @@ class Progress:
             return
         self.last = now
         frac = min(done / total, 1.0) if total else 1.0
-        width = 28
+        width = 20
         bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
-        short = name if len(name) <= 30 else "..." + name[-27:]
-        sys.stderr.write(f"\r{self.label} [{bar}] {frac * 100:5.1f}% {short:<30}")
+        elapsed = now - self.t0
+        speed = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / speed if speed > 0 and total > done else 0.0
+        left = f"{int(eta) // 60}:{int(eta) % 60:02d} left" if eta else ""
+        short = name if len(name) <= 24 else "..." + name[-21:]
+        sys.stderr.write(f"\r{self.label} [{bar}] {frac * 100:5.1f}% {_human(speed)}/s {left:>9} {short:<24}")
         sys.stderr.flush()
         self.shown = True
 
     def close(self) -> None:
         if self.shown:
-            sys.stderr.write("\r" + " " * 79 + "\r")
+            sys.stderr.write("\r" + " " * 100 + "\r")
             sys.stderr.flush()
 
 

@@ -17,17 +17,6 @@ from .format.constants import DEFAULT_LIMITS, Limits
 _FAMILY = {"torch": {"torch", "torch-legacy"}, "safetensors": {"safetensors"}, "npz": {"npz"}}
 
 
-def _progress_iter(items, progress, total_bytes, tensors):
-    if progress is None:
-        yield from items
-        return
-    done = 0
-    for name, coded in items:
-        yield name, coded
-        done += getattr(tensors[name], "nbytes", 0)
-        progress(name, done, total_bytes)
-
-
 def encode_file(src, dst, *, format: str | None = None, metadata: dict | None = None,
                 limits: Limits = DEFAULT_LIMITS, progress=None, options=None, threads: int | None = None,
                 **keywords) -> list:
@@ -73,10 +62,9 @@ def write_tensors(w: Writer, tensors: dict, aliases: dict, options=None, progres
     lossless by default) and ``aliases`` to a Writer, coding on ``threads`` threads."""
     from .encode import iter_plan
 
-    total = sum(a.nbytes for a in tensors.values())
     w.expect_aliases(aliases.values())
-    coded = iter_plan(tensors, options, limits=w.limits, threads=threads)
-    for name, c in _progress_iter(coded, progress, total, tensors):
+    coded = iter_plan(tensors, options, limits=w.limits, threads=threads, progress=progress)
+    for name, c in coded:
         w.add_encoded(name, c.dtype, c.shape, c.pipeline, c.payload)
     for a, t in aliases.items():
         w.add_alias(a, t)

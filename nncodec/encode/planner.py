@@ -74,7 +74,7 @@ def _candidates_override(name: str, value):
     return None
 
 
-def _code_lossy(tensors: dict, opts: EncodeOptions, limits: Limits, threads: int = 1) -> dict:
+def _code_lossy(tensors: dict, opts: EncodeOptions, limits: Limits, threads: int = 1, tick=None) -> dict:
     """name -> (pipeline, payload) for the lossy tensors, the rate allocated across them.
 
     With a ``bits`` target the payloads are measured after coding; if they overshoot by
@@ -86,12 +86,18 @@ def _code_lossy(tensors: dict, opts: EncodeOptions, limits: Limits, threads: int
     fixed = {n: float(v) for n, v in ov.items() if isinstance(v, (int, float)) and n in chosen}
     free = {n: a for n, a in chosen.items() if n not in fixed and _candidates_override(n, ov.get(n)) is None}
 
+    tick = tick or (lambda label, nbytes, extra=0: None)
+
     def code(o):
-        steps = allocate(free, o)
+        steps = allocate(free, o, lambda n: tick(f"analysing {n}", tensors[n].nbytes))
         steps.update(fixed)
         jobs = (lambda n=n, st=st: smallest(dtypes.as_stored(tensors[n])[0], lossy_candidates(n, st, o),
                                             Context(name=n, limits=limits)) for n, st in steps.items())
-        return dict(zip(steps, ordered(jobs, threads)))
+        out = {}
+        for n, r in zip(steps, ordered(jobs, threads)):
+            out[n] = r
+            tick(n, tensors[n].nbytes)
+        return out
 
     coded = code(opts)
     bits = opts.target.bits
@@ -100,14 +106,18 @@ def _code_lossy(tensors: dict, opts: EncodeOptions, limits: Limits, threads: int
         got = 8 * sum(len(p) for _, p in coded.values())
         target = bits * n_weights
         if got > 1.01 * target:
+            again = sum(tensors[n].nbytes for n in free) + sum(tensors[n].nbytes for n in coded)
+            tick("rate feedback: coding again", 0, again)
             coded = code(opts.with_bits(bits * target / got))
     return coded
 
 
 def iter_plan(tensors: dict, options: EncodeOptions | None = None, *, limits: Limits = DEFAULT_LIMITS,
-              threads: int | None = 1):
+              threads: int | None = 1, progress=None):
     """Yield ``(name, Coded)`` in the order of ``tensors``; ``threads`` code tensors and the
     pieces of large tensors in parallel (None: every core); the output never depends on it.
+    ``progress(label, done, total)`` follows the whole job in bytes of work: the lossy
+    tensors' analysis (rate allocation) and coding, then each tensor as it is yielded.
 
     The lossy tensors are coded first, together (rate allocation needs them all, and
     the rate feedback pass needs their payloads); the others are coded as they are
@@ -118,7 +128,18 @@ def iter_plan(tensors: dict, options: EncodeOptions | None = None, *, limits: Li
     if not isinstance(opts, EncodeOptions):
         raise UsageError(f"options must be an EncodeOptions, found {type(opts).__name__}")
     threads = resolve_threads(threads)
-    coded = {} if opts.lossless else _code_lossy(tensors, opts, limits, threads)
+    state = {"done": 0, "total": sum(getattr(a, "nbytes", 0) for a in tensors.values())}
+
+    def tick(label, nbytes, extra=0):
+        state["total"] += extra
+        state["done"] += nbytes
+        if progress is not None:
+            progress(label, state["done"], state["total"])
+
+    if not opts.lossless:
+        lossy = [n for n, a in tensors.items() if is_lossy(n, a, opts)]
+        state["total"] += 2 * sum(tensors[n].nbytes for n in lossy)  # analysis and coding
+    coded = {} if opts.lossless else _code_lossy(tensors, opts, limits, threads, tick)
     ov = opts.selection.overrides
     small = opts.lossless_spec.small_bytes
 
@@ -158,11 +179,13 @@ def iter_plan(tensors: dict, options: EncodeOptions | None = None, *, limits: Li
         if n == 1:
             p, payload = result
             yield name, Coded(dt, shape, p, payload)
+            tick(name, tensors[name].nbytes)
             continue
         parts.append(result)
         if len(parts) == n:
             yield name, Coded(dt, shape, pipe, Pieces(rows, tuple(parts)))
             parts = []
+            tick(name, tensors[name].nbytes)
 
 
 def plan(tensors: dict, options: EncodeOptions | None = None, *, limits: Limits = DEFAULT_LIMITS,

@@ -82,8 +82,9 @@ def _lattice_levels(x: np.ndarray, step: float, quantizer: str):
     return levels.reshape(-1), x - back
 
 
-def allocate(tensors: dict, opts: EncodeOptions) -> dict:
-    """Step per lossy tensor name, at equal rate-distortion slope (or as fixed)."""
+def allocate(tensors: dict, opts: EncodeOptions, on_tensor=None) -> dict:
+    """Step per lossy tensor name, at equal rate-distortion slope (or as fixed).
+    ``on_tensor(name)`` is called after each tensor's curve is measured (progress)."""
     target = opts.target
     if target.step is not None:
         return {n: float(target.step) for n in tensors}
@@ -99,6 +100,8 @@ def allocate(tensors: dict, opts: EncodeOptions) -> dict:
         # its scale); mse weighs all errors alike (the overall weight SNR counts)
         wt = 1.0 / power if opts.objective == "relative" and power > 0 else 1.0
         curves[n] = (steps, R, D, w.size, wt)
+        if on_tensor is not None:
+            on_tensor(n)
     total_n = sum(c[3] for c in curves.values())
 
     def pick(lam: float):
