@@ -321,6 +321,7 @@ class Reader:
 
     def __init__(self, path, *, limits: Limits = DEFAULT_LIMITS, verify_checksums: bool = True,
                  threads: int | None = None):
+        #: whether payload checksums are verified (the record's, or each chunk's as it is decoded)
         self.path = os.fspath(path)
         self._limits = limits
         self.threads = resolve_threads(threads)
@@ -365,14 +366,23 @@ class Reader:
             )
         return rec
 
-    def _tensor_record(self, name: str) -> C.Record:
+    def _tensor_record(self, name: str, verify: bool = True) -> C.Record:
+        """The record of tensor ``name``; ``verify=False`` leaves the payload checksum to the
+        caller (who checks it, or each chunk's, where the payload is decoded)."""
         if name in self._aliases:
             name = self._aliases[name]
         try:
             off = self._tensors[name]
         except KeyError:
             raise KeyError(name) from None
-        rec = self._record(off, KIND_TENSOR, name)
+        if verify:
+            rec = self._record(off, KIND_TENSOR, name)
+        else:
+            src = C.Source(self._buf[: self._index_offset], pos=off, what=self.path)
+            rec = C.read_record(src, self._limits, verify_payload=False, expect_name=name)
+            if rec.kind != KIND_TENSOR:
+                raise CorruptError(f"{self.path}: index points at a {KIND_NAMES.get(rec.kind, 'unknown')} record "
+                                   f"at offset {off}, expected a tensor record")
         if rec.header.get("name") != name:
             raise CorruptError(f"{self.path}: index entry {name!r} points at the record of {rec.header.get('name')!r:.80}")
         return rec

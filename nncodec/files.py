@@ -10,7 +10,7 @@ import numpy as np
 from . import io as nio
 from ._atomic import atomic_path
 from .api import Reader, Writer, iter_decode
-from .chunks import ordered, parse_table, resolve_threads
+from .chunks import check_piece_crc, ordered, parse_table, resolve_threads
 from .errors import CorruptError, UsageError
 from .format.constants import DEFAULT_LIMITS, Limits
 
@@ -158,8 +158,8 @@ def _decode_to_safetensors(r: Reader, path: str, md: dict, threads: int, progres
 
     names = list(r._tensors)
     specs = {}
-    for name in names:
-        rec = r._tensor_record(name)
+    for name in names:  # headers only: payload checksums are verified where each payload is decoded
+        rec = r._tensor_record(name, verify=False)
         specs[name] = _tensor_spec(rec.header, r._limits, r.path)[1]
         del rec
     aliases = r.aliases()
@@ -180,8 +180,9 @@ def _decode_to_safetensors(r: Reader, path: str, md: dict, threads: int, progres
         os.ftruncate(fd, total)
 
         def jobs():
+            verify = r._verify
             for name in names:
-                rec = r._tensor_record(name)
+                rec = r._tensor_record(name, verify=False)
                 tname, spec, pipe = _tensor_spec(rec.header, r._limits, r.path)
                 ctx = Context(name=tname, limits=r._limits)
                 check_tensor_bytes(pipe.specs(spec), ctx)
@@ -189,6 +190,8 @@ def _decode_to_safetensors(r: Reader, path: str, md: dict, threads: int, progres
                 base = offsets[name]
                 if pipe.array_stages or chunks is None:
                     def whole(rec=rec, spec=spec, pipe=pipe, ctx=ctx, base=base, chunks=chunks, name=name):
+                        if verify:
+                            _check_record_crc(rec, r.path, name)
                         if pipe.array_stages:
                             arr = pipe.decode(rec.payload, spec, ctx, chunks=chunks, threads=1)
                         else:
@@ -206,7 +209,10 @@ def _decode_to_safetensors(r: Reader, path: str, md: dict, threads: int, progres
                               row_bytes=row_bytes, name=name, tname=tname):
                         s = ArraySpec(spec.dtype, (b - a, *spec.shape[1:]))
                         out = _buffer(s.nbytes).view(arr_dtype(spec)).reshape(s.shape)
-                        pipe.decode_piece(table.piece(rec.payload, i), s, ctx, out)
+                        data = table.piece(rec.payload, i)
+                        if verify:  # the pieces tile the payload: their checksums cover every byte
+                            check_piece_crc(data, table, i, f"{r.path}: tensor {tname!r}")
+                        pipe.decode_piece(data, s, ctx, out)
                         if spec.dtype == "bool" and out.size and out.view(np.uint8).max() > 1:
                             raise CorruptError(f"tensor {tname!r}: a bool value decoded to a byte other than 0 or 1")
                         _pwrite_all(fd, out.reshape(-1).view(np.uint8), base + a * row_bytes)
@@ -219,6 +225,13 @@ def _decode_to_safetensors(r: Reader, path: str, md: dict, threads: int, progres
                 progress(name, done[0], total)
         for a, t in aliases.items():
             _copy_range(fd, offsets[t], offsets[a], specs[t].nbytes)
+
+
+def _check_record_crc(rec, path: str, name: str) -> None:
+    import zlib
+
+    if zlib.crc32(rec.payload) & 0xFFFFFFFF != rec.payload_crc:
+        raise CorruptError(f"{path}: tensor {name!r}: payload checksum mismatch (crc32); the stored bytes are damaged")
 
 
 def arr_dtype(spec) -> np.dtype:

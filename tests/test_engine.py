@@ -317,3 +317,21 @@ def test_writer_asks_for_alias_targets_to_be_named(tmp_path):
         w.add_alias("x3", "x")
     out = nncodec.decode_bytes(buf.getvalue())
     assert out["x3"] is out["x"]
+
+
+@pytest.mark.parametrize("tensor", ["emb", "small"])  # a chunked record, a whole one
+def test_in_place_decoder_detects_a_flipped_payload_bit(tmp_path, tensor):
+    _write(tmp_path / "m.safetensors", _model())
+    nnc = tmp_path / "m.nnc"
+    nncodec.encode_file(tmp_path / "m.safetensors", nnc)
+    with nncodec.open(nnc) as r:
+        rec = r._tensor_record(tensor)
+        at = rec.end - 8 - (rec.end - rec.offset) // 4  # inside the payload
+    raw = bytearray(nnc.read_bytes())
+    raw[at] ^= 0x04
+    nnc.write_bytes(raw)
+    out = tmp_path / "out.safetensors"
+    for threads in (1, 2):
+        with pytest.raises(CorruptError, match=f"{tensor}.*checksum"):
+            nncodec.decode_file(nnc, out, threads=threads)
+        assert not out.exists()

@@ -47,6 +47,7 @@ class Record:
     payload: memoryview
     offset: int  #: where the record starts in the file
     end: int  #: first byte after the record and its padding
+    payload_crc: int = 0  #: the stored CRC-32 of the payload (verified unless the reader was told not to)
 
 
 # --------------------------------------------------------------------- writing
@@ -207,7 +208,7 @@ def read_record(src: Source, limits: Limits, *, max_payload: int | None = None, 
     pad = src.read(pad_len(plen), "record padding")
     if any(pad):
         raise CorruptError(f"{where}: padding bytes after the payload are not zero")
-    return Record(kind, header, payload, offset, src.pos)
+    return Record(kind, header, payload, offset, src.pos, pcrc)
 
 
 def read_trailer(buf: memoryview, what: str) -> int:
