@@ -148,7 +148,8 @@ class Planes(ArrayToBytesCodec):
             cands.append((_part_size(plan.size), MODE_HUFFMAN, plan))
         # a plane that looks incompressible on its own can still be predictable from the
         # plane above it (the top mantissa bits given the exponent): try the context mode
-        if p >= 1 and n >= CONTEXT_MIN_N and ratios[p - 1] <= CONTEXT_ABOVE and (p == 1 or not dense):
+        if (p >= 1 and n >= CONTEXT_MIN_N and ratios[p - 1] <= CONTEXT_ABOVE and (p == 1 or not dense)
+                and _context_may_pay(data, planes[p - 1])):
             cplan = hf.plan_context(data, planes[p - 1])
             cands.append((_part_size(cplan.size), MODE_CONTEXT, cplan))
         # float mantissa planes near 8 bits of entropy have nothing for zstd to find
@@ -281,6 +282,33 @@ class Planes(ArrayToBytesCodec):
         else:
             plane = _zstd_exact(body, n, what)
         return plane, pos + blen
+
+
+def _context_may_pay(data: np.ndarray, above: np.ndarray) -> bool:
+    """Whether a context block could beat a Huffman block by its penalty, judged on a
+    strided sample of a long plane with plan_context's own rule (a context value gets a
+    table when its saving over the pooled code exceeds the table's cost), each saving
+    corrected for the table being fitted to the sample (Miller-Madow) and scaled to the
+    plane. An encoder choice only: a plane it skips is coded as before, minus the trial."""
+    n = len(data)
+    if n < SAMPLE_MIN:
+        return True
+    step = n // SAMPLE_SIZE
+    d = data[::step].astype(np.int64)
+    c = above[::step].astype(np.int64)
+    joint = np.bincount(c * 256 + d, minlength=65536).reshape(256, 256).astype(np.float64)
+    marg = joint.sum(axis=0)
+    with np.errstate(divide="ignore"):
+        cost = -np.log2(np.where(marg > 0, marg, 1) / len(d))
+    nz = joint > 0
+    used = nz.any(axis=1)
+    cross = (joint * cost).sum(axis=1)
+    own = entropy_bits(joint) + (nz.sum(axis=1) - 1).clip(0) / (2 * np.log(2))
+    lo = nz.argmax(axis=1)
+    hi = 255 - nz[:, ::-1].argmax(axis=1)
+    table = 8 * (2 + (hi - lo + 2) // 2) + 32
+    saving = np.where(used, (cross - own) * (n / len(d)) - table, 0.0)
+    return float(saving.clip(0).sum()) >= 8 * (n >> PENALTY_SHIFT[MODE_CONTEXT])
 
 
 def _part_size(body: int) -> int:
