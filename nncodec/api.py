@@ -224,12 +224,13 @@ class Writer:
         if name in self._will_alias:
             header["aliased"] = True
             self._flagged.add(name)
-        parts = payload
+        parts, pcrc = payload, None
         if isinstance(payload, Pieces):
             header["chunks"] = payload.table()
             parts = payload.parts
+            pcrc = payload.payload_crc()
         offset = self._pos
-        self._put(C.encode_record(KIND_TENSOR, header, parts))
+        self._put(C.encode_record(KIND_TENSOR, header, parts, pcrc))
         self._entries[name] = offset
         self._last_tensor = name
         n = len(payload) if not isinstance(payload, memoryview) else payload.nbytes

@@ -47,21 +47,83 @@ def piece_bounds(n_rows: int, rows: int) -> list:
     return [(r, min(r + rows, n_rows)) for r in range(0, n_rows, rows)]
 
 
+# ------------------------------------------------------------------ CRC-32 of a concatenation
+
+
+def _times(mat, vec: int) -> int:
+    s, i = 0, 0
+    while vec:
+        if vec & 1:
+            s ^= mat[i]
+        vec >>= 1
+        i += 1
+    return s
+
+
+def _square(mat):
+    return [_times(mat, mat[n]) for n in range(32)]
+
+
+def _zero_byte_operators(count: int = 64) -> list:
+    """The GF(2) operators appending 2**k zero bytes to a CRC-32 (zlib's crc32_combine)."""
+    op = [0xEDB88320] + [1 << n for n in range(31)]  # one zero bit
+    for _ in range(3):
+        op = _square(op)  # 2, 4, 8 zero bits: one zero byte
+    ops = []
+    for _ in range(count):
+        ops.append(op)
+        op = _square(op)
+    return ops
+
+
+_OPS: list = []
+
+
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """CRC-32 of ``a + b`` from ``crc32(a)``, ``crc32(b)`` and ``len(b)``."""
+    if len2 < 0 or len2 >= 1 << 64:
+        raise ValueError(f"crc32_combine: length {len2} out of range")
+    if not _OPS:
+        _OPS.extend(_zero_byte_operators())
+    k = 0
+    while len2:
+        if len2 & 1:
+            crc1 = _times(_OPS[k], crc1)
+        len2 >>= 1
+        k += 1
+    return (crc1 ^ crc2) & 0xFFFFFFFF
+
+
+def crc32(data) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
 @dataclasses.dataclass(frozen=True)
 class Pieces:
-    """The coded pieces of one record, in order."""
+    """The coded pieces of one record, in order, and their CRC-32s (computed where each piece
+    was coded, when given)."""
 
     rows: int
     parts: tuple
+    crcs: tuple | None = None
 
     @property
     def nbytes(self) -> int:
         return sum(len(p) for p in self.parts)
 
+    def piece_crcs(self) -> list:
+        return list(self.crcs) if self.crcs is not None else [crc32(p) for p in self.parts]
+
     def table(self) -> dict:
         """The record header's ``chunks`` object."""
-        return {"rows": self.rows, "sizes": [len(p) for p in self.parts],
-                "crc32": [zlib.crc32(p) & 0xFFFFFFFF for p in self.parts]}
+        return {"rows": self.rows, "sizes": [len(p) for p in self.parts], "crc32": self.piece_crcs()}
+
+    def payload_crc(self) -> int:
+        """The CRC-32 of the whole payload, combined from the pieces' CRCs."""
+        c = 0
+        for crc, part in zip(self.piece_crcs(), self.parts):
+            c = crc32_combine(c, crc, len(part))
+        return c
 
     def __len__(self) -> int:
         return self.nbytes

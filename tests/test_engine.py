@@ -123,6 +123,7 @@ class _BadPieces(ch.Pieces):
     def __init__(self, pieces, table):
         object.__setattr__(self, "rows", pieces.rows)
         object.__setattr__(self, "parts", pieces.parts)
+        object.__setattr__(self, "crcs", None)
         object.__setattr__(self, "_table", table)
 
     def table(self):
@@ -188,6 +189,16 @@ def test_piece_crc_check():
     payload[table.offsets[1]] ^= 1
     with pytest.raises(CorruptError, match="chunk 1"):
         ch.check_piece_crc(table.piece(payload, 1), table, 1, "w")
+
+
+def test_crc32_combine():
+    import zlib
+
+    rng = np.random.default_rng(9)
+    parts = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in (0, 1, 7, 4096, 70001)]
+    pieces = ch.Pieces(1, tuple(parts))
+    assert pieces.payload_crc() == zlib.crc32(b"".join(parts))
+    assert ch.crc32_combine(zlib.crc32(b"ab"), zlib.crc32(b"cd"), 2) == zlib.crc32(b"abcd")
 
 
 def test_threads_argument_is_checked():

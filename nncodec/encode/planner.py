@@ -20,7 +20,7 @@ import fnmatch
 import numpy as np
 
 from .. import dtypes
-from ..chunks import Pieces, ordered, piece_bounds, resolve_threads, rows_per_chunk
+from ..chunks import Pieces, crc32, ordered, piece_bounds, resolve_threads, rows_per_chunk
 from ..codecs import Context
 from ..errors import UsageError
 from ..format.constants import DEFAULT_LIMITS, Limits
@@ -164,7 +164,7 @@ def iter_plan(tensors: dict, options: EncodeOptions | None = None, *, limits: Li
             bounds = piece_bounds(arr.shape[0], rows)
             for a, b in bounds:
                 yield ((name, dt, arr.shape, len(bounds), rows, pipe),
-                       (lambda p=pipe, x=arr[a:b], c=ctx: p._encode_bytes(x, c)))
+                       (lambda p=pipe, x=arr[a:b], c=ctx: _piece(p, x, c)))
 
     metas = collections.deque()
 
@@ -183,9 +183,15 @@ def iter_plan(tensors: dict, options: EncodeOptions | None = None, *, limits: Li
             continue
         parts.append(result)
         if len(parts) == n:
-            yield name, Coded(dt, shape, pipe, Pieces(rows, tuple(parts)))
+            yield name, Coded(dt, shape, pipe, Pieces(rows, tuple(p for p, _ in parts), tuple(c for _, c in parts)))
             parts = []
             tick(name, tensors[name].nbytes)
+
+
+def _piece(pipe: Pipeline, x, ctx):
+    """One piece's bytes and their CRC-32, both on the worker thread."""
+    data = pipe._encode_bytes(x, ctx)
+    return data, crc32(data)
 
 
 def plan(tensors: dict, options: EncodeOptions | None = None, *, limits: Limits = DEFAULT_LIMITS,

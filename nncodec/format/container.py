@@ -62,18 +62,19 @@ def _nbytes(b) -> int:
     return b.nbytes if isinstance(b, memoryview) else len(b)
 
 
-def encode_record(kind: int, header: dict, payload=b"") -> list:
+def encode_record(kind: int, header: dict, payload=b"", payload_crc: int | None = None) -> list:
     """The byte chunks of one record: prefix, padded header, payload, padding.
 
     ``payload`` is bytes-like, or a list/tuple of bytes-like parts written one after the
-    other (the pieces of a chunked record)."""
+    other (the pieces of a chunked record); ``payload_crc``, if given, is its CRC-32
+    (combined from the pieces' CRCs by the caller)."""
     parts = list(payload) if isinstance(payload, (list, tuple)) else [payload]
     hbytes = jsonutil.dumps(header)
     hbytes += b" " * pad_len(RECORD_PREFIX_SIZE + len(hbytes))
     plen = sum(_nbytes(p) for p in parts)
     head16 = RECORD_PREFIX.pack(RECORD_SYNC, kind, 0, len(hbytes), plen, 0, 0)[:16]
     hcrc = crc32(head16, hbytes)
-    pcrc = crc32(*parts)
+    pcrc = crc32(*parts) if payload_crc is None else payload_crc
     prefix = head16 + hcrc.to_bytes(4, "little") + pcrc.to_bytes(4, "little")
     chunks = [prefix, hbytes]
     chunks.extend(p for p in parts if _nbytes(p))
