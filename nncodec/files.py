@@ -8,6 +8,7 @@ import threading
 import numpy as np
 
 from . import io as nio
+from ._memory import release, release_array
 from ._atomic import atomic_path
 from .api import Reader, Writer, iter_decode
 from .chunks import check_piece_crc, ordered, parse_table, resolve_threads
@@ -63,9 +64,12 @@ def write_tensors(w: Writer, tensors: dict, aliases: dict, options=None, progres
     from .encode import iter_plan
 
     w.expect_aliases(aliases.values())
+    targets = set(aliases.values())
     coded = iter_plan(tensors, options, limits=w.limits, threads=threads, progress=progress)
     for name, c in coded:
         w.add_encoded(name, c.dtype, c.shape, c.pipeline, c.payload)
+        if name not in targets:  # a memory-mapped input's pages go back once the tensor is written
+            release_array(tensors[name])
     for a, t in aliases.items():
         w.add_alias(a, t)
 
@@ -172,6 +176,7 @@ def _decode_to_safetensors(r: Reader, path: str, md: dict, threads: int, progres
         pos += ArraySpec(dt, shape).nbytes
     total = pos
     done = [0]
+    spans: dict = {}
 
     with open(path, "wb") as f:
         fd = f.fileno()
@@ -183,6 +188,7 @@ def _decode_to_safetensors(r: Reader, path: str, md: dict, threads: int, progres
             verify = r._verify
             for name in names:
                 rec = r._tensor_record(name, verify=False)
+                spans[name] = (rec.offset, rec.end - rec.offset)
                 tname, spec, pipe = _tensor_spec(rec.header, r._limits, r.path)
                 ctx = Context(name=tname, limits=r._limits)
                 check_tensor_bytes(pipe.specs(spec), ctx)
@@ -219,8 +225,12 @@ def _decode_to_safetensors(r: Reader, path: str, md: dict, threads: int, progres
                         return name, s.nbytes
                     yield piece
 
+        prev = None
         for name, n in ordered(jobs(), threads):
             done[0] += n
+            if name != prev and prev is not None:  # results come in order: prev is decoded
+                release(r._mm, *spans[prev])
+            prev = name
             if progress is not None:
                 progress(name, done[0], total)
         for a, t in aliases.items():

@@ -346,3 +346,58 @@ def test_in_place_decoder_detects_a_flipped_payload_bit(tmp_path, tensor):
         with pytest.raises(CorruptError, match=f"{tensor}.*checksum"):
             nncodec.decode_file(nnc, out, threads=threads)
         assert not out.exists()
+
+
+# ------------------------------------------------------------------ bounded memory
+
+
+def _rss_kb() -> int:
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc (Linux)")
+def test_released_input_pages_leave_rss_and_values_unchanged(tmp_path):
+    from nncodec._memory import release_array
+
+    rng = np.random.default_rng(11)
+    t = {f"w{i}": rng.standard_normal((1024, 2048)).astype(np.float32) for i in range(8)}  # 64 MiB
+    _write(tmp_path / "m.safetensors", t)
+    del t
+    ck = st.read(str(tmp_path / "m.safetensors"))
+    sums = {n: float(a.sum(dtype=np.float64)) for n, a in ck.tensors.items()}  # touches every page
+    before = _rss_kb()
+    for a in ck.tensors.values():
+        release_array(a)
+    assert before - _rss_kb() > 48 * 1024  # most of the 64 MiB went back
+    assert {n: float(a.sum(dtype=np.float64)) for n, a in ck.tensors.items()} == sums
+    release_array(np.ones(10))  # not a mapping: nothing happens
+
+
+def _peak_rss_of(cmd) -> int:
+    import subprocess
+    import sys
+
+    code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    r = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True, check=True)
+    return int(r.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc (Linux)")
+def test_encode_and_decode_peak_memory_is_bounded_by_chunks_not_the_file(tmp_path):
+    import sys
+
+    rng = np.random.default_rng(12)
+    # 256 MiB of float32 in 16 tensors of 16 MiB: whole-file holding would need > 256 MiB
+    base = rng.standard_normal((1024, 4096)).astype(np.float32)
+    t = {f"w{i}": np.roll(base, i, axis=0) for i in range(16)}
+    src = tmp_path / "m.safetensors"
+    _write(src, t)
+    del t, base
+    idle = _peak_rss_of([sys.executable, "-c", "import nncodec.files, nncodec.codecs.planes, numba"]) // 1024
+    nnc, back = tmp_path / "m.nnc", tmp_path / "back.safetensors"
+    enc = _peak_rss_of([sys.executable, "-m", "nncodec", "encode", str(src), str(nnc), "-q"]) // 1024
+    dec = _peak_rss_of([sys.executable, "-m", "nncodec", "decode", str(nnc), str(back), "-q"]) // 1024
+    assert _sha(back) == _sha(src)
+    assert enc - idle < 160, (enc, idle)  # MiB above an idle interpreter
+    assert dec - idle < 160, (dec, idle)
