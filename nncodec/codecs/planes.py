@@ -14,6 +14,8 @@ Importing this module compiles nothing; the kernels compile on first use.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .. import dtypes
@@ -100,10 +102,10 @@ class Planes(ArrayToBytesCodec):
         w = dtypes.itemsize(name)
         flat = arr.reshape(-1)
         stored = 1 + n * w
-        out = np.empty(stored + _SLACK, np.uint8)
+        out = _scratch("out", stored + _SLACK)
         if n > 2:  # at most 2 elements: planes take at least 1 + 2w bytes, never fewer than stored
             k = hf.kernels()
-            planes = np.empty((w, n), np.uint8)
+            planes = _scratch("split", w * n).reshape(w, n)
             _SPLIT[w](k)(flat.view(dtypes.uint_view(name)), _TCODE[self.transform], planes)
             out[0] = LAYOUT_PLANES
             pos = 1
@@ -268,17 +270,19 @@ class Planes(ArrayToBytesCodec):
         if mode == MODE_CONST:
             if size - pos < 1:
                 raise CorruptError(f"{what}: payload ends before the plane's byte")
-            return np.full(n, buf[pos], np.uint8), pos + 1
+            plane = _scratch(p, n)
+            plane[:] = buf[pos]
+            return plane, pos + 1
         blen, pos = read_varint(buf, pos, size, what, max_len=hf.VARINT_MAX_LEN)
         if blen > size - pos:
             raise CorruptError(f"{what}: body length {blen} exceeds the {size - pos} bytes left")
         body = buf[pos:pos + blen]
         if mode == MODE_HUFFMAN:
-            plane = hf.decode_block(body, n, what)
+            plane = hf.decode_block(body, n, what, out=_scratch(p, n))
         elif mode == MODE_CONTEXT:
             if p == 0:
                 raise CorruptError(f"{what}: the first plane has no plane above it to use as context")
-            plane = hf.decode_context_block(body, srcs[p - 1], what)
+            plane = hf.decode_context_block(body, srcs[p - 1], what, out=_scratch(p, n))
         else:
             plane = _zstd_exact(body, n, what)
         return plane, pos + blen
@@ -309,6 +313,23 @@ def _context_may_pay(data: np.ndarray, above: np.ndarray) -> bool:
     table = 8 * (2 + (hi - lo + 2) // 2) + 32
     saving = np.where(used, (cross - own) * (n / len(d)) - table, 0.0)
     return float(saving.clip(0).sum()) >= 8 * (n >> PENALTY_SHIFT[MODE_CONTEXT])
+
+
+_local = threading.local()
+
+
+def _scratch(key, n: int) -> np.ndarray:
+    """This thread's reusable byte buffer ``key`` of ``n`` bytes (its contents are garbage).
+    Pieces of a tensor are of one size: the same pages serve every piece, so a big file
+    costs no first-touch page faults per piece. Every caller is done with the buffer
+    before it returns (planes are merged into the output; encode copies its bytes out)."""
+    bufs = getattr(_local, "bufs", None)
+    if bufs is None:
+        bufs = _local.bufs = {}
+    b = bufs.get(key)
+    if b is None or len(b) < n:
+        b = bufs[key] = np.empty(max(n, 1 << 16), np.uint8)
+    return b[:n]
 
 
 def _part_size(body: int) -> int:
