@@ -206,6 +206,9 @@ def in_worker() -> bool:
 def pool(threads: int) -> ThreadPoolExecutor:
     """A shared pool of ``threads`` workers (created once per size)."""
     with _pools_lock:
+        if _pools.get("pid") != os.getpid():  # a forked child has none of its parent's threads
+            _pools.clear()
+            _pools["pid"] = os.getpid()
         ex = _pools.get(threads)
         if ex is None:
             ex = _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="nncodec",

@@ -401,3 +401,21 @@ def test_encode_and_decode_peak_memory_is_bounded_by_chunks_not_the_file(tmp_pat
     assert _sha(back) == _sha(src)
     assert enc - idle < 160, (enc, idle)  # MiB above an idle interpreter
     assert dec - idle < 160, (dec, idle)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_threads_work_in_a_forked_child(tmp_path):
+    t = _model()
+    data = nncodec.encode_tensors(t)
+    nncodec.decode_bytes(data)  # the parent's pool exists now
+    (tmp_path / "m.nnc").write_bytes(data)
+    pid = os.fork()
+    if pid == 0:  # the child: a pool of the parent's would hang here
+        code = 1
+        try:
+            with nncodec.open(tmp_path / "m.nnc", threads=2) as r:
+                code = 0 if np.array_equal(r["emb"], t["emb"]) else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
