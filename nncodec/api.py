@@ -491,6 +491,13 @@ def open(path, *, limits: Limits = DEFAULT_LIMITS, verify_checksums: bool = True
     return Reader(path, limits=limits, verify_checksums=verify_checksums, threads=threads)
 
 
+class _KeepAll(dict):
+    """The kept tensors of a 1.0 stream: all of them (it does not mark alias targets)."""
+
+    def __contains__(self, name):
+        return True
+
+
 class StreamReader:
     """Decode a .nnc stream tensor by tensor, in order, as the bytes arrive.
 
@@ -521,6 +528,8 @@ class StreamReader:
         self.names: list = []
         #: alias name -> target name, filled as alias records arrive (before the alias is yielded)
         self.aliases: dict = {}
+        #: the tensors kept for aliases still to come (name -> array), once iteration starts
+        self.kept: dict | None = None
 
     @property
     def bytes_read(self) -> int:
@@ -547,7 +556,7 @@ class StreamReader:
         keep_all = minor == 0
         seen: dict = {}
         aliases = self.aliases
-        kept: dict = {}
+        kept = self.kept = {} if not keep_all else _KeepAll()
         last = None
         meta_offset = None
         while True:

@@ -237,6 +237,56 @@ def _decode_to_safetensors(r: Reader, path: str, md: dict, threads: int, progres
             _copy_range(fd, offsets[t], offsets[a], specs[t].nbytes)
 
 
+def write_safetensors_stream(path: str, items, aliases: dict, metadata: dict) -> None:
+    """Write ``(name, array)`` pairs as they come (names in ``aliases`` are skipped: they are
+    written as copies of their targets) to the safetensors file ``path``, holding one array
+    at a time: the data go to a spill file beside ``path`` first, then behind the header
+    (which needs every size). Bytes equal :func:`nncodec.io.safetensors.write`'s."""
+    from . import dtypes
+    from .io.safetensors import header_bytes
+
+    spill = path + ".data"
+    entries, offsets = [], {}
+    try:
+        with open(spill, "wb") as d:
+            pos = 0
+            for name, arr in items:
+                if name in aliases:
+                    continue
+                arr, dt = dtypes.as_stored(arr)
+                offsets[name] = (pos, arr.nbytes)
+                if arr.size:
+                    d.write(arr.reshape(-1).view(np.uint8).data)
+                pos += arr.nbytes
+                entries.append((name, dt, arr.shape))
+                del arr
+        kinds = {n: (dt, shape) for n, dt, shape in entries}
+        head = header_bytes(entries + [(a, *kinds[t]) for a, t in aliases.items()], metadata)
+        with open(path, "wb") as f, open(spill, "rb") as d:
+            f.write(head)
+            f.flush()
+            _copy_between(d.fileno(), 0, f.fileno(), len(head), pos)
+            at = len(head) + pos
+            for a, t in aliases.items():
+                off, n = offsets[t]
+                _copy_between(d.fileno(), off, f.fileno(), at, n)
+                at += n
+    finally:
+        if os.path.exists(spill):
+            os.remove(spill)
+
+
+def _copy_between(src: int, src_off: int, dst: int, dst_off: int, n: int) -> None:
+    step = 1 << 24
+    done = 0
+    while done < n:
+        data = os.pread(src, min(step, n - done), src_off + done)
+        if not data:
+            raise OSError(f"short read copying {n} bytes")
+        _pwrite_all(dst, data, dst_off + done)
+        done += len(data)
+
+
 def _check_record_crc(rec, path: str, name: str) -> None:
     import zlib
 

@@ -419,3 +419,16 @@ def test_threads_work_in_a_forked_child(tmp_path):
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_patch_streams_safetensors_with_tied_weights(tmp_path):
+    t = _model()
+    base, new = tmp_path / "base.safetensors", tmp_path / "new.safetensors"
+    _write(base, t, aliases={"tied": "emb"})
+    t2 = dict(t, small=t["small"] + np.float32(0.5), emb=t["emb"] * np.float32(1.001))
+    _write(new, t2, aliases={"tied": "emb"})
+    upd, out = tmp_path / "u.nnc", tmp_path / "out.safetensors"
+    assert main(["diff", str(base), str(new), str(upd), "-q"]) == 0
+    assert main(["patch", str(base), str(upd), str(out), "-q"]) == 0
+    assert _sha(out) == _sha(new)
+    assert not list(tmp_path.glob("*.data"))  # the spill file is gone

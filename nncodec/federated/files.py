@@ -9,12 +9,13 @@ patterns, so the patched checkpoint holds the new tensors bit for bit
 
 from __future__ import annotations
 
+import itertools
 import os
 
 from .. import io as nio
 from .._atomic import atomic_path
 from ..errors import UsageError
-from ..files import output_format
+from ..files import output_format, write_safetensors_stream
 from ..format.constants import DEFAULT_LIMITS, Limits
 from .update import KEY_BASE, UpdateOptions, base_sha256, read_update, write_update
 
@@ -77,12 +78,19 @@ def patch_files(base, update, out, *, format: str | None = None, limits: Limits 
     bck = read_any(base, limits=limits)
     model = _model(bck)
     reader = read_update(update, model, limits=limits, base_hash=base_sha256(model), what=update)
-    tensors = {}
-    for name, arr in reader:
-        if name not in reader.aliases:
-            tensors[name] = arr
+    items = iter(reader)
+    first = next(items, None)  # the update's metadata (and the recorded format) are read now
+    items = itertools.chain([first] if first is not None else [], items)
     md = {k: v for k, v in reader.metadata.items() if not k.startswith("nncodec.update.")}
     fmt = output_format(out, md.get(nio.SOURCE_FORMAT_KEY), format)
+    if fmt == "safetensors":  # written as the tensors come: one in memory at a time
+        with atomic_path(out, inputs=[base, update]) as tmp:
+            write_safetensors_stream(tmp, items, reader.aliases, md)
+        return fmt
+    tensors = {}
+    for name, arr in items:
+        if name not in reader.aliases:
+            tensors[name] = arr
     ck = nio.Checkpoint(tensors=tensors, aliases=dict(reader.aliases), metadata=md, format=fmt)
     with atomic_path(out, inputs=[base, update]) as tmp:
         nio.write_checkpoint(tmp, ck, fmt)

@@ -471,8 +471,13 @@ class UpdateReader:
         checked = False
         full: set = set()
         seen: dict = {}
-        out: dict = {}
+        out: dict = {}  # the new tensors an alias may still point at
+        done: set = set()
+        # a StreamReader says which tensors it keeps for aliases to come (the rest, but the
+        # last one, can go once handed out); other streams: keep everything
+        last = None
         for name, arr in self._stream:
+            kept = getattr(self._stream, "kept", None)
             if not checked:
                 self.metadata = dict(self._stream.metadata)
                 check_base(self.metadata, self._hash, what)
@@ -482,8 +487,8 @@ class UpdateReader:
             target = known.get(name) if known is not None else seen.get(id(arr))
             if target is not None:
                 self.aliases[name] = target
-                out[name] = out[target]
-                yield name, out[name]
+                done.add(name)
+                yield name, out[target]
                 continue
             seen[id(arr)] = name
             if name in full:
@@ -492,16 +497,22 @@ class UpdateReader:
                 raise CorruptError(f"{what}: tensor {name!r} is a delta, but the base has no tensor of that name")
             else:
                 new = apply_delta(name, arr, self._base[name], what)
+            arr = None
+            if kept is not None and last is not None and last not in kept:
+                out.pop(last, None)
             out[name] = new
+            done.add(name)
+            last = name
             yield name, new
+            new = None
         if not checked:
             self.metadata = dict(self._stream.metadata)
             check_base(self.metadata, self._hash, what)
         removed = _json_list(self.metadata, KEY_REMOVED, what)
-        missing = [n for n in self._base if n not in out and n not in removed]
+        missing = [n for n in self._base if n not in done and n not in removed]
         if missing:
             raise CorruptError(f"{what}: base tensor {missing[0]!r} is neither in the update nor listed as removed")
-        bad = [n for n in removed if n in out or n not in self._base]
+        bad = [n for n in removed if n in done or n not in self._base]
         if bad:
             raise CorruptError(f"{what}: {bad[0]!r} is listed as removed but is in the update or not in the base")
 
