@@ -42,6 +42,7 @@ import struct
 
 import numpy as np
 
+from .._memory import release_array
 from .. import dither as _dither
 from .. import dtypes
 from ..api import Writer, iter_decode, shared_memory_aliases
@@ -86,7 +87,16 @@ def base_sha256(model: dict) -> str:
         h.update(struct.pack("<B", arr.ndim) + b"".join(struct.pack("<Q", d) for d in arr.shape))
         h.update(struct.pack("<Q", arr.nbytes))
         h.update(arr.reshape(-1).view(np.uint8).data if arr.size else b"")
+        release_array(arr)  # a memory-mapped model's pages go back once hashed
     return h.hexdigest()
+
+
+def _releasing(plan):
+    """The plan's entries; after each, the pages of its memory-mapped arrays go back."""
+    for item in plan:
+        yield item
+        release_array(item[1])
+        release_array(item[3])
 
 
 def _name_bytes(n) -> bytes:
@@ -347,7 +357,7 @@ def write_update(file, model: dict, base: dict, *, opts: UpdateOptions | None = 
     sent, decoded = {}, {}
     with Writer(file, metadata=md, limits=limits) as w:
         w.expect_aliases(aliases.values())
-        for name, arr, dt, b in plan:
+        for name, arr, dt, b in _releasing(plan):
             if b is None:
                 w.add(name, arr)
                 continue
@@ -497,6 +507,7 @@ class UpdateReader:
                 raise CorruptError(f"{what}: tensor {name!r} is a delta, but the base has no tensor of that name")
             else:
                 new = apply_delta(name, arr, self._base[name], what)
+                release_array(self._base[name])  # a memory-mapped base's pages go back
             arr = None
             if kept is not None and last is not None and last not in kept:
                 out.pop(last, None)
