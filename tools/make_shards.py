@@ -16,6 +16,11 @@ config.json. Shards are written one at a time and tensors one at a time, so
 the process holds at most one tensor (and the MiniLM source) in memory. The
 output is a function of the seed alone (each tensor has its own generator,
 seeded from the seed and the tensor's index).
+
+``--update 0.01`` writes the same folder as ``--seed`` alone, except that 1 % of
+every matrix's values move by one or two bf16 steps: a sparse fine-tuning
+update of that base (norms unchanged). ``--constant 64MB`` adds a constant
+(0.5) and an all-zero tensor of that size each.
 """
 
 from __future__ import annotations
@@ -133,15 +138,37 @@ def tile(src: np.ndarray, shape, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def to_bf16_bytes(a: np.ndarray) -> bytes:
-    """fp32 -> bfloat16 (round to nearest, ties to even) as little-endian bytes."""
+def to_bf16_bits(a: np.ndarray) -> np.ndarray:
+    """fp32 -> bfloat16 bits (round to nearest, ties to even) as little-endian uint16."""
     u = np.ascontiguousarray(a, dtype="<f4").view("<u4")
     r = (u + (np.uint32(0x7FFF) + ((u >> 16) & np.uint32(1)))) >> 16
-    return r.astype("<u2").tobytes()
+    return r.astype("<u2")
 
 
-def make_tensor(index: int, kind: str, shape, seed: int, src) -> bytes:
+def to_bf16_bytes(a: np.ndarray) -> bytes:
+    """fp32 -> bfloat16 (round to nearest, ties to even) as little-endian bytes."""
+    return to_bf16_bits(a).tobytes()
+
+
+def sparse_update(bits: np.ndarray, frac: float, rng: np.random.Generator) -> np.ndarray:
+    """A fine-tuning-like update: ``frac`` of the values move by one or two bf16 steps (sign kept)."""
+    flat = bits.reshape(-1)
+    k = int(round(frac * flat.size))
+    if k:
+        idx = rng.choice(flat.size, size=k, replace=False)
+        step = rng.integers(1, 3, size=k).astype(np.int32) * np.where(rng.random(k) < 0.5, -1, 1)
+        mag = (flat[idx] & 0x7FFF).astype(np.int32) + step
+        flat[idx] = (flat[idx] & 0x8000) | np.clip(mag, 0, 0x7F7F).astype(np.uint16)
+    return bits
+
+
+def make_tensor(index: int, kind: str, shape, seed: int, src, update: float = 0.0) -> bytes:
     mats, embed, norms = src
+    n = int(np.prod(shape))
+    if kind == "zeros":
+        return bytes(2 * n)
+    if kind == "const":
+        return np.full(n, 0x3F00, dtype="<u2").tobytes()  # bf16 0.5
     rng = np.random.default_rng([seed, index])
     if kind == "embed":
         base = embed
@@ -149,7 +176,11 @@ def make_tensor(index: int, kind: str, shape, seed: int, src) -> bytes:
         base = norms[int(rng.integers(len(norms)))]
     else:
         base = mats[int(rng.integers(len(mats)))]
-    return to_bf16_bytes(tile(base, shape, rng))
+    bits = to_bf16_bits(tile(base, shape, rng))
+    if update and kind != "norm":
+        # the same base tensor as --seed alone writes, then its own generator for the update
+        sparse_update(bits, update, np.random.default_rng([seed, index, 1]))
+    return bits.tobytes()
 
 
 def shards_of(items: list, shard_size: int) -> list:
@@ -178,10 +209,13 @@ def safetensors_header(entries) -> bytes:
 
 
 def make(out_dir: str, size: int, shard_size: int, seed: int = 0, cache: str | None = None,
-         quiet: bool = False) -> dict:
+         quiet: bool = False, update: float = 0.0, constant: int = 0) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     src = sources(cache)
     items = plan(size)
+    if constant:
+        n = max(1, constant // 2)
+        items[-1:-1] = [("extra.constant.weight", (n,), "const"), ("extra.zeros.weight", (n,), "zeros")]
     shards = shards_of(items, shard_size)
     m = len(shards)
     weight_map, total = {}, 0
@@ -192,7 +226,7 @@ def make(out_dir: str, size: int, shard_size: int, seed: int = 0, cache: str | N
         with open(tmp, "wb") as f:
             f.write(safetensors_header(entries))
             for idx, name, shape, kind, nb in entries:
-                data = make_tensor(idx, kind, shape, seed, src)
+                data = make_tensor(idx, kind, shape, seed, src, update)
                 assert len(data) == nb
                 f.write(data)
                 del data
@@ -210,7 +244,9 @@ def make(out_dir: str, size: int, shard_size: int, seed: int = 0, cache: str | N
         "hidden_size": HIDDEN, "intermediate_size": INTER, "num_hidden_layers": n_layers,
         "num_attention_heads": 16, "num_key_value_heads": 16, "vocab_size": VOCAB,
         "tie_word_embeddings": True, "rms_norm_eps": 1e-5,
-        "_nncodec_synthetic": f"MiniLM ({MINILM_SPEC}) values tiled with permutations and sign flips, seed {seed}",
+        "_nncodec_synthetic": f"MiniLM ({MINILM_SPEC}) values tiled with permutations and sign flips, seed {seed}"
+                              + (f", sparse update of {update:g} of the matrix values" if update else "")
+                              + (f", a constant and an all-zero tensor of {constant:,} bytes each" if constant else ""),
     }
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
@@ -225,9 +261,16 @@ def main(argv=None):
     ap.add_argument("--shard-size", type=parse_size, default=parse_size("500MB"), help="max shard bytes (default 500MB)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", help="download cache (default $NNCODEC_BENCH_CACHE or ~/.cache/nncodec-bench)")
+    ap.add_argument("--update", type=float, default=0.0, metavar="FRAC",
+                    help="write a fine-tuned copy of the --seed folder: FRAC of every matrix's values move by "
+                         "1-2 bf16 steps (e.g. 0.01), the rest are bit-identical to the base")
+    ap.add_argument("--constant", type=parse_size, default=0, metavar="SIZE",
+                    help="also add a constant (0.5) and an all-zero bf16 tensor of SIZE bytes each (e.g. 64MB)")
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
-    r = make(args.out_dir, args.size, args.shard_size, args.seed, args.cache, args.quiet)
+    if not 0.0 <= args.update <= 1.0:
+        ap.error("--update: a fraction between 0 and 1")
+    r = make(args.out_dir, args.size, args.shard_size, args.seed, args.cache, args.quiet, args.update, args.constant)
     print(json.dumps(r))
 
 
