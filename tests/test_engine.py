@@ -403,6 +403,28 @@ def test_encode_and_decode_peak_memory_is_bounded_by_chunks_not_the_file(tmp_pat
     assert dec - idle < 160, (dec, idle)
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc (Linux)")
+@pytest.mark.parametrize("fmt", ["torch", "torch-legacy"])
+def test_torch_checkpoints_are_read_through_a_map_not_copied(tmp_path, fmt):
+    import sys
+
+    from nncodec.io.torch import writer
+
+    rng = np.random.default_rng(13)
+    base = rng.standard_normal((1024, 4096)).astype(np.float32)
+    t = {f"w{i}": np.roll(base, i, axis=0) for i in range(16)}  # 256 MiB
+    src = tmp_path / "m.pt"
+    writer.write(src, Checkpoint(tensors=t), format=fmt)
+    del t
+    idle = _peak_rss_of([sys.executable, "-c", "import nncodec.files, nncodec.codecs.planes, numba"]) // 1024
+    nnc = tmp_path / "m.nnc"
+    enc = _peak_rss_of([sys.executable, "-m", "nncodec", "encode", str(src), str(nnc), "-q"]) // 1024
+    with nncodec.open(nnc) as r:
+        assert np.array_equal(r["w3"], np.roll(base, 3, axis=0))
+    # copying every storage (or keeping the pages read for the zip CRC) would hold 256 MiB
+    assert enc - idle < 160, (enc, idle)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_threads_work_in_a_forked_child(tmp_path):
     t = _model()

@@ -12,17 +12,22 @@ A zip archive from a stranger is read under three rules:
   :data:`DEFLATE_MAX_RATIO` times, plus :data:`DEFLATE_SLACK`), against
   ``limits.max_expansion`` and, when the caller knows it, against the size the
   content must have (:meth:`ZipReader.read` ``expect``). Data then inflates in
-  a stream, so memory follows the bytes actually produced;
+  a stream, so memory follows the bytes actually produced. A stored member
+  (torch's default) is not read at all: :meth:`ZipReader.view` returns a
+  read-only view of its bytes in a map of the file, after its local header,
+  its place in the file and its CRC-32 have been checked;
 * **only nncodec errors leave**: whatever zipfile or zlib raise becomes a
   :class:`~nncodec.errors.CorruptError` (or a subclass) with a bounded message.
 """
 
 from __future__ import annotations
 
+import mmap
 import struct
 import zipfile
 import zlib
 
+from .._memory import release
 from ..errors import CorruptError, LimitError, NNCodecError, TruncatedError, UnsupportedError, describe
 from ..format.constants import Limits
 
@@ -38,6 +43,8 @@ DEFLATE_SLACK = 1 << 10
 LOCAL_HEADER = 30
 
 _READ_CHUNK = 16 << 20
+#: a local file header: signature, versions, flags, method, time, date, CRC, sizes, name and extra lengths
+_LOCAL = struct.Struct("<4s2B4HL2L2H")
 
 
 def deflate_bound(compressed: int) -> int:
@@ -63,6 +70,7 @@ class ZipReader:
         self.path = path
         self.limits = limits
         self.file_size = file_size
+        self._mm = None
         try:
             self._zf = zipfile.ZipFile(path)
         except zipfile.BadZipFile as e:
@@ -101,6 +109,12 @@ class ZipReader:
 
     def close(self) -> None:
         self._zf.close()
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:
+                pass  # views of it are in use: the map goes when the last of them does
+            self._mm = None
 
     def get(self, name: str) -> zipfile.ZipInfo | None:
         return self._by_name.get(name)
@@ -112,6 +126,19 @@ class ZipReader:
         times its item size): any other declared size is refused before a byte
         is inflated.
         """
+        what = self._check(info, expect)
+        try:
+            f = self._zf.open(info)
+        except NNCodecError:
+            raise
+        except NotImplementedError as e:
+            raise UnsupportedError(f"{what}: {str(e)[:200]}") from None
+        except ZIP_ERRORS as e:
+            raise CorruptError(f"{what}: {type(e).__name__}: {str(e)[:200]}") from None
+        return MemberReader(f, what, info.file_size, stored=info.compress_type == zipfile.ZIP_STORED)
+
+    def _check(self, info: zipfile.ZipInfo, expect: int | None) -> str:
+        """Check a member's declared sizes (see :meth:`open`); returns its name for messages."""
         what = f"{self.path}: zip member {member_name(info.filename)}"
         if info.header_offset + LOCAL_HEADER + info.compress_size > self.file_size:
             raise TruncatedError(f"{what} declares {info.compress_size} bytes past the end of the file (truncated?)")
@@ -135,15 +162,65 @@ class ZipReader:
                     f"{what} declares {info.file_size} bytes from {info.compress_size} compressed bytes; deflate "
                     f"expands at most {DEFLATE_MAX_RATIO}x, so the declared size is false"
                 )
+        return what
+
+    def view(self, info: zipfile.ZipInfo, *, expect: int | None = None) -> memoryview | None:
+        """A stored member's bytes as a read-only view into a map of the file, or None for a
+        compressed (or encrypted) member, which :meth:`read` inflates.
+
+        The checks of :meth:`open` apply, plus those zipfile makes when it opens a
+        member: the local header must have its signature and the member's name, and
+        the data it points to must lie inside the file. The CRC-32 is checked over
+        the view before it is returned. Nothing is copied: the pages are read when
+        used, and the map lives as long as an array made from the view.
+        """
+        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+            return None
+        what = self._check(info, expect)
+        mm = self._map()
+        off = info.header_offset
+        if off + LOCAL_HEADER > self.file_size:
+            raise TruncatedError(f"{what}: its local header at offset {off} is past the end of the file (truncated?)")
+        fields = _LOCAL.unpack(mm[off : off + LOCAL_HEADER])
+        if fields[0] != b"PK\x03\x04":
+            raise CorruptError(f"{what}: no local file header at offset {off} (bad magic number); the file is damaged")
+        name_len, extra_len = fields[-2], fields[-1]
+        raw = mm[off + LOCAL_HEADER : off + LOCAL_HEADER + name_len]
         try:
-            f = self._zf.open(info)
-        except NNCodecError:
-            raise
-        except NotImplementedError as e:
-            raise UnsupportedError(f"{what}: {str(e)[:200]}") from None
-        except ZIP_ERRORS as e:
-            raise CorruptError(f"{what}: {type(e).__name__}: {str(e)[:200]}") from None
-        return MemberReader(f, what, info.file_size, stored=info.compress_type == zipfile.ZIP_STORED)
+            local = raw.decode("utf-8" if fields[3] & 0x800 else "cp437")
+        except UnicodeDecodeError:
+            local = None
+        if local != info.orig_filename:
+            raise CorruptError(
+                f"{what}: the local header names {member_name(raw.decode('utf-8', 'replace'))}; the central directory and "
+                f"the local header differ, so the file has two meanings"
+            )
+        start = off + LOCAL_HEADER + name_len + extra_len
+        size = info.file_size
+        if start + size > self.file_size:
+            raise TruncatedError(f"{what}: its {size} bytes at offset {start} run past the end of the file (truncated?)")
+        whole = memoryview(mm)
+        try:
+            data = whole[start : start + size]
+        finally:
+            whole.release()
+        crc = 0
+        for pos in range(0, size, _READ_CHUNK):
+            part = data[pos : pos + _READ_CHUNK]
+            crc = zlib.crc32(part, crc)
+            part.release()
+            # the pages were read for the check only: give them back, the user reads them again
+            release(mm, start + pos, min(_READ_CHUNK, size - pos))
+        if crc != info.CRC:
+            data.release()
+            raise CorruptError(f"{what}: bad CRC-32 ({crc:08x}, the directory says {info.CRC:08x}); the file is damaged")
+        return data
+
+    def _map(self) -> mmap.mmap:
+        if self._mm is None:
+            with open(self.path, "rb") as f:
+                self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return self._mm
 
     def read(self, info: zipfile.ZipInfo, *, expect: int | None = None) -> bytearray:
         """The whole (CRC-checked) content of one member; see :meth:`open`."""

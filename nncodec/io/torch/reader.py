@@ -12,6 +12,7 @@ import collections
 import io
 import json
 import math
+import mmap
 import os
 
 import numpy as np
@@ -68,7 +69,8 @@ class _ZipSource:
                 f"{self.zr.path}: tensor {short(tensor)}: storage {st.key!r} holds {info.file_size} bytes but the "
                 f"pickle declares {need}; the record size does not match, so the file is damaged"
             )
-        return self.zr.read(info, expect=need)
+        view = self.zr.view(info, expect=need)  # a stored member: a view of the mapped file, no copy
+        return view if view is not None else self.zr.read(info, expect=need)
 
 
 def _read_zip(path, limits: Limits) -> Checkpoint:
@@ -185,25 +187,31 @@ def _storage_ref(pid, storages: dict, views: dict, source: str, *, legacy: bool)
 
 
 class _LegacySource:
-    """Storages of a legacy file: ``key -> (file offset, nbytes)``."""
+    """Storages of a legacy file: ``key -> (file offset, nbytes)``, read as read-only views of
+    a map of the file (no copy; the map lives as long as the arrays made from it)."""
 
     def __init__(self, path, f, offsets: dict):
         self.path = path
         self.f = f
         self.offsets = offsets
+        self._mm = None
 
-    def read(self, st: P.StorageRef, tensor: str) -> bytearray:
+    def read(self, st: P.StorageRef, tensor: str) -> memoryview:
         key = st.key
         if key not in self.offsets:
             raise CorruptError(
                 f"{self.path}: tensor {short(tensor)}: its storage {key!r} is not in the file's list of storages"
             )
         offset, nbytes = self.offsets[key]
-        buf = bytearray(nbytes)
-        self.f.seek(offset)
-        if self.f.readinto(buf) != nbytes:
+        if self._mm is None:
+            self._mm = mmap.mmap(self.f.fileno(), 0, access=mmap.ACCESS_READ)
+        if offset + nbytes > len(self._mm):
             raise TruncatedError(f"{self.path}: storage {key!r} ends early (truncated?)")
-        return buf
+        whole = memoryview(self._mm)
+        try:
+            return whole[offset : offset + nbytes]
+        finally:
+            whole.release()
 
 
 def _read_legacy(path, limits: Limits) -> Checkpoint:
