@@ -38,7 +38,8 @@ from .format.constants import (
     TRAILER_SIZE,
     Limits,
 )
-from .chunks import Pieces, resolve_threads
+from .chunks import Pieces, check_piece_crc, resolve_threads, run_all
+from .chunks import parse_table as chunk_table
 from .pipeline import Pipeline
 
 MAX_NAME_BYTES = 65536
@@ -307,6 +308,12 @@ def _tensor_from_record(rec: C.Record, limits: Limits, what: str, threads: int =
     return name, arr
 
 
+def _check_payload_crc(rec: C.Record, what: str) -> None:
+    """The payload checksum of a record read with ``verify_payload=False``."""
+    if C.crc32(rec.payload) != rec.payload_crc:
+        raise CorruptError(f"{what}: payload checksum mismatch (crc32); the stored bytes are damaged")
+
+
 def _info_from_record(rec: C.Record, limits: Limits, what: str) -> TensorInfo:
     name, spec, pipe = _tensor_spec(rec.header, limits, what)
     return TensorInfo(name, spec.dtype, spec.shape, pipe, rec.payload.nbytes, rec.end - rec.offset)
@@ -424,6 +431,71 @@ class Reader:
         tname, spec, pipe = _tensor_spec(rec.header, self._limits, self.path)
         return pipe.decode_levels(rec.payload, spec, Context(name=tname, limits=self._limits),
                                   chunks=rec.header.get("chunks"), threads=self.threads)
+
+    def spec(self, name: str) -> ArraySpec:
+        """The dtype and shape of tensor ``name`` from its record header (checksummed); the
+        payload is neither read nor verified."""
+        rec = self._tensor_record(name, verify=False)
+        return _tensor_spec(rec.header, self._limits, self.path)[1]
+
+    def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of tensor ``name`` (``0 <= start <= stop <= shape[0]``), as a new
+        array of shape ``(stop - start, *shape[1:])``.
+
+        On a chunked record (spec/FORMAT.md 4.2.1) of a tensor coded without array->array
+        stages (every lossless tensor), only the pieces whose rows meet the range are read,
+        checksummed (each piece's CRC-32) and decoded. Other records decode whole (their
+        payload checksum verified) and are then sliced.
+        """
+        rec = self._tensor_record(name, verify=False)
+        tname, spec, pipe = _tensor_spec(rec.header, self._limits, self.path)
+        what = f"{self.path}: tensor {name!r}"
+        if not spec.shape:
+            raise UsageError(f"{what}: a 0-dimensional tensor has no rows")
+        n = spec.shape[0]
+        for v in (start, stop):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise UsageError(f"{what}: row bounds must be integers, found {v!r:.40}")
+        start, stop = int(start), int(stop)
+        if not 0 <= start <= stop <= n:
+            raise UsageError(f"{what}: rows {start}:{stop} are not a range within its {n} rows")
+        rest = spec.shape[1:]
+        chunks = rec.header.get("chunks")
+        if start == stop:
+            return np.empty((0, *rest), dtypes.to_numpy(spec.dtype))
+        if chunks is None or pipe.array_stages or (start == 0 and stop == n):
+            if self._verify:
+                _check_payload_crc(rec, what)
+            arr = _tensor_from_record(rec, self._limits, self.path, self.threads)[1]
+            return arr if (start == 0 and stop == n) else arr[start:stop].copy()
+        ctx = Context(name=tname, limits=self._limits)
+        from .pipeline import check_tensor_bytes
+
+        check_tensor_bytes([spec], ctx)
+        if not pipe.chunkable:
+            raise CorruptError(f"{what}: a chunk table on codec {pipe.serializer.codec_id!r}, which codes whole tensors")
+        payload = rec.payload
+        table = chunk_table(chunks, spec.shape, payload.nbytes, what)
+        out = np.empty((stop - start, *rest), dtypes.to_numpy(spec.dtype))
+        touched = [i for i, (a, b) in enumerate(table.bounds) if a < stop and b > start]
+        verify = self._verify
+
+        def piece(i):
+            a, b = table.bounds[i]
+            data = table.piece(payload, i)
+            if verify:
+                check_piece_crc(data, table, i, what)
+            ps = ArraySpec(spec.dtype, (b - a, *rest))
+            lo, hi = max(a, start), min(b, stop)
+            if lo == a and hi == b:  # the whole piece lies in the range: decode in place
+                pipe.decode_piece(data, ps, ctx, out[a - start:b - start])
+            else:
+                out[lo - start:hi - start] = pipe.decode_piece(data, ps, ctx)[lo - a:hi - a]
+
+        run_all([lambda i=i: piece(i) for i in touched], self.threads)
+        if spec.dtype == "bool" and out.size and out.view(np.uint8).max() > 1:
+            raise CorruptError(f"{what}: a bool value decoded to a byte other than 0 or 1")
+        return out
 
     def to_dict(self) -> dict:
         """Decode every tensor; aliases map to the same array object as their target."""
