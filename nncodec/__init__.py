@@ -7,6 +7,12 @@ The public surface is small::
     with nncodec.open("model.nnc") as f:
         w = f["fc.weight"]
 
+Like safetensors: ``nncodec.safe_open(path, framework="pt"|"np")`` (``keys()``,
+``get_tensor``, ``get_slice(name)[a:b]`` decoding only the chunks a slice needs,
+``metadata()``), and the modules ``nncodec.torch`` and ``nncodec.numpy`` with
+``load_file``, ``save_file``, ``load`` and ``save`` (import them by name:
+``import nncodec.torch``; only ``nncodec.torch`` imports torch).
+
 Importing nncodec is cheap: no kernel is compiled until a codec first runs.
 """
 
@@ -38,6 +44,7 @@ _LAZY = {
     "encode_tensors": "nncodec.api",
     "decode_bytes": "nncodec.api",
     "TensorInfo": "nncodec.api",
+    "safe_open": "nncodec.safeopen",
     "Pipeline": "nncodec.pipeline",
     "get_codec": "nncodec.codecs",
     "register_codec": "nncodec.codecs",
