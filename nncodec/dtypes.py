@@ -3,6 +3,11 @@
 A dtype name in a file is one of the strings in :data:`DTYPE_NAMES`. In memory
 each maps to a NumPy dtype; ``bfloat16`` and the float8 types use the
 ``ml_dtypes`` package. Values are always stored little-endian.
+
+``float4_e2m1fn_x2`` is torch's packed FP4: one element is a byte holding two
+E2M1 values (the first in the low nibble). NumPy has no such type, so it is a
+``uint8`` dtype tagged in its ``metadata`` (:data:`PACKED`); the tag survives
+views, copies and reshapes, and :func:`from_numpy` reads it.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ import numpy as np
 
 from .errors import UnsupportedError
 
-# name -> (itemsize in bytes, kind) ; kind: 'f' float, 'i' signed, 'u' unsigned, 'b' bool
+# name -> (itemsize in bytes, kind) ; kind: 'f' float, 'i' signed, 'u' unsigned (and packed
+# sub-byte floats, whose bytes move as unsigned integers), 'c' complex, 'b' bool
 _INFO = {
     "float64": (8, "f"),
     "float32": (4, "f"),
@@ -28,14 +34,27 @@ _INFO = {
     "uint16": (2, "u"),
     "uint8": (1, "u"),
     "bool": (1, "b"),
+    # format 1.2
+    "float8_e8m0fnu": (1, "f"),
+    "float8_e4m3fnuz": (1, "f"),
+    "float8_e5m2fnuz": (1, "f"),
+    "float4_e2m1fn_x2": (1, "u"),
+    "complex64": (8, "c"),
 }
+
+#: the dtypes format 1.2 added (spec/FORMAT.md 4.3); a 1.1 decoder refuses them
+DTYPES_1_2 = ("float8_e8m0fnu", "float8_e4m3fnuz", "float8_e5m2fnuz", "float4_e2m1fn_x2", "complex64")
+#: key of the NumPy dtype metadata that tags a packed dtype's uint8 bytes
+PACKED_KEY = "nncodec.dtype"
+#: packed dtypes: name -> values per element (each element is one byte)
+PACKED = {"float4_e2m1fn_x2": 2}
 
 DTYPE_NAMES = tuple(_INFO)
 
 #: the float dtypes the lossy stages take (the float8 types are stored, never quantized)
 FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
 
-_ML = {"bfloat16", "float8_e4m3fn", "float8_e5m2"}
+_ML = {"bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e8m0fnu", "float8_e4m3fnuz", "float8_e5m2fnuz"}
 _cache: dict[str, np.dtype] = {}
 
 
@@ -50,7 +69,8 @@ def kind(name: str) -> str:
 def check_name(name) -> str:
     if not isinstance(name, str) or name not in _INFO:
         raise UnsupportedError(
-            f"unknown dtype {name!r}; nncodec stores: {', '.join(DTYPE_NAMES)}"
+            f"unknown dtype {name!r:.60}; nncodec stores: {', '.join(DTYPE_NAMES)} "
+            f"(a newer nncodec may know it)"
         )
     return name
 
@@ -65,6 +85,8 @@ def to_numpy(name: str) -> np.dtype:
         import ml_dtypes
 
         dt = np.dtype(getattr(ml_dtypes, name))
+    elif name in PACKED:
+        dt = np.dtype(np.uint8, metadata={PACKED_KEY: name})
     else:
         dt = np.dtype(name).newbyteorder("<")
     _cache[name] = dt
@@ -79,6 +101,9 @@ def uint_view(name: str) -> np.dtype:
 def from_numpy(dt: np.dtype) -> str:
     """The format dtype name for a NumPy dtype (any byte order)."""
     dt = np.dtype(dt)
+    md = dt.metadata
+    if md and md.get(PACKED_KEY) in PACKED and dt.kind == "u" and dt.itemsize == 1:
+        return md[PACKED_KEY]
     name = dt.name
     if name in _INFO and (name in _ML or dt.kind != "V"):
         return name

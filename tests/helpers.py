@@ -33,8 +33,11 @@ def sample(dtype: str, shape=(37, 5), seed: int = 0) -> np.ndarray:
         return x.astype(dtypes.to_numpy(dtype)).reshape(shape)
     if k == "b":
         return (rng.random(n) < 0.3).reshape(shape)
-    info = np.iinfo(np.dtype(dtype))
-    x = rng.integers(-50 if info.min < 0 else 0, 200, n).astype(np.dtype(dtype))
+    if k == "c":
+        x = rng.standard_normal((n, 2)).astype(np.float32) * 0.05
+        return x.view(dtypes.to_numpy(dtype)).reshape(shape)
+    info = np.iinfo(dtypes.uint_view(dtype) if dtype in dtypes.PACKED else np.dtype(dtype))
+    x = rng.integers(-50 if info.min < 0 else 0, 200, n).astype(dtypes.to_numpy(dtype))
     if n > 4:
         x[0], x[1] = info.min, info.max
     return x.reshape(shape)

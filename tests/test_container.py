@@ -174,7 +174,7 @@ def test_writer_refuses_bad_use(tmp_path):
     with pytest.raises(nncodec.UsageError, match="has not been added"):
         w.add_alias("b", "nope")
     with pytest.raises(nncodec.UnsupportedError):
-        w.add("c", np.ones(2, np.complex64))
+        w.add("c", np.ones(2, np.complex128))
     with pytest.raises(nncodec.UsageError):
         w.add("\ud800", np.ones(2))
     w.close()

@@ -371,8 +371,8 @@ def test_big_endian_archive_is_byte_swapped(torch, tmp_path):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_unsupported_torch_dtype_names_the_tensor(torch, tmp_path, fmt):
     path = tmp_path / "c.pt"
-    torch_save(torch, {"ok": torch.ones(2), "z": torch.ones(3, dtype=torch.complex64)}, path, fmt)
-    with pytest.raises(UnsupportedError, match=r"tensor 'z'.*complex64"):
+    torch_save(torch, {"ok": torch.ones(2), "z": torch.ones(3, dtype=torch.complex128)}, path, fmt)
+    with pytest.raises(UnsupportedError, match=r"tensor 'z'.*complex128"):
         read(path)
 
 
@@ -514,7 +514,7 @@ def test_hand_built_archive_reads(tmp_path):
         (dict(size=(1,) * 40, stride=(0,) * 40), LimitError, ["'w'", "max_rank"]),
         (dict(key="7"), CorruptError, ["'w'", "storage '7'", "no record"]),
         (dict(numel=100), CorruptError, ["'w'", "holds 24 bytes", "declares 400"]),
-        (dict(storage="ComplexFloatStorage"), UnsupportedError, ["'w'", "ComplexFloatStorage", "complex64"]),
+        (dict(storage="ComplexDoubleStorage"), UnsupportedError, ["'w'", "ComplexDoubleStorage", "complex128"]),
         (dict(key="../x"), CorruptError, ["storage key"]),
     ],
 )

@@ -85,7 +85,6 @@ DIFFERENT = {
     "duplicate-metadata-key": "two meanings, as for duplicate tensors",
     "rank-33": "over Limits.max_rank (32): a LimitError, raisable for a trusted file",
     "bool-byte-2": "a .nnc file cannot store a bool byte other than 0/1; refused rather than silently normalised",
-    "complex64": "nncodec has no complex dtype",
     "deep-extra-field": "nesting over 64 levels is refused before parsing (the library allows 128 in an ignored field)",
 }
 

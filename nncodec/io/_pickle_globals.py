@@ -27,11 +27,11 @@ STORAGE_DTYPES = {
     "CharStorage": "int8",
     "ByteStorage": "uint8",
     "BoolStorage": "bool",
+    "ComplexFloatStorage": "complex64",
 }
 #: storage classes torch has but nncodec does not store -> torch dtype name
 UNSUPPORTED_STORAGES = {
     "ComplexDoubleStorage": "complex128",
-    "ComplexFloatStorage": "complex64",
     "ComplexHalfStorage": "complex32",
     "QInt8Storage": "qint8",
     "QInt32Storage": "qint32",
@@ -56,11 +56,15 @@ TORCH_DTYPES = {
     "bool": "bool",
     "float8_e4m3fn": "float8_e4m3fn",
     "float8_e5m2": "float8_e5m2",
+    "float8_e8m0fnu": "float8_e8m0fnu",
+    "float8_e4m3fnuz": "float8_e4m3fnuz",
+    "float8_e5m2fnuz": "float8_e5m2fnuz",
+    "float4_e2m1fn_x2": "float4_e2m1fn_x2",
+    "complex64": "complex64", "cfloat": "complex64",
 }  # fmt: skip
 #: torch dtypes nncodec does not store; naming one is not unsafe, using it for a tensor is unsupported
 UNSUPPORTED_TORCH_DTYPES = frozenset(
-    "complex32 complex64 complex128 cfloat cdouble chalf qint8 qint32 quint8 quint4x2 quint2x4 "
-    "float8_e4m3fnuz float8_e5m2fnuz float8_e8m0fnu float4_e2m1fn_x2 "
+    "complex32 complex128 cdouble chalf qint8 qint32 quint8 quint4x2 quint2x4 "
     "bits1x8 bits2x4 bits4x2 bits8 bits16 "
     "int1 int2 int3 int4 int5 int6 int7 uint1 uint2 uint3 uint4 uint5 uint6 uint7".split()
 )
@@ -84,6 +88,11 @@ DTYPE_TO_TORCH = {
     "uint64": (None, "uint64"),
     "float8_e4m3fn": (None, "float8_e4m3fn"),
     "float8_e5m2": (None, "float8_e5m2"),
+    "float8_e8m0fnu": (None, "float8_e8m0fnu"),
+    "float8_e4m3fnuz": (None, "float8_e4m3fnuz"),
+    "float8_e5m2fnuz": (None, "float8_e5m2fnuz"),
+    "float4_e2m1fn_x2": (None, "float4_e2m1fn_x2"),
+    "complex64": ("ComplexFloatStorage", "complex64"),
 }
 
 

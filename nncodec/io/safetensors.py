@@ -4,6 +4,10 @@ Layout: an 8-byte little-endian header length N, N bytes of JSON
 (``{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}``),
 then the tensor bytes. Offsets are relative to the end of the header and must
 tile the data exactly, as the safetensors library requires.
+
+``F4`` packs two FP4 values per byte and its header shape counts values; it is read
+as torch's ``float4_e2m1fn_x2`` (one byte, two values), so the last dimension is
+halved on read and doubled on write.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ _TO_NAME = {
     "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
     "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
     "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8", "BOOL": "bool",
+    "F8_E8M0": "float8_e8m0fnu", "F8_E4M3FNUZ": "float8_e4m3fnuz", "F8_E5M2FNUZ": "float8_e5m2fnuz",
+    "F4": "float4_e2m1fn_x2", "C64": "complex64",
 }
 _FROM_NAME = {v: k for k, v in _TO_NAME.items()}
 
@@ -91,8 +97,10 @@ def read(path, *, limits: Limits = DEFAULT_LIMITS) -> Checkpoint:
                 raise CorruptError(f"{where}: entry is {describe(e)}; it needs dtype, shape and data_offsets")
             st = e["dtype"]
             if st not in _TO_NAME:
-                hint = " (complex tensors are not stored by nncodec)" if st in ("C64", "C128") else ""
-                raise UnsupportedError(f"{where}: safetensors dtype {describe(st)} is not supported{hint}")
+                hint = (" (packed 6-bit floats are not stored by nncodec)" if st in ("F6_E2M3", "F6_E3M2")
+                        else "")
+                raise UnsupportedError(f"{where}: safetensors dtype {describe(st)} is not supported{hint}; "
+                                       f"nncodec reads {', '.join(_TO_NAME)}")
             shape = e["shape"]
             offs = e["data_offsets"]
             if type(shape) is not list or not all(_int(d) and d >= 0 for d in shape):
@@ -104,6 +112,13 @@ def read(path, *, limits: Limits = DEFAULT_LIMITS) -> Checkpoint:
                     or not 0 <= offs[0] <= offs[1] <= data_len):
                 raise CorruptError(f"{where}: data_offsets {describe(offs)} outside the {data_len} data bytes")
             dt = _TO_NAME[st]
+            per = dtypes.PACKED.get(dt)
+            if per is not None:  # the header counts values; an element holds `per` of them
+                if not shape or shape[-1] % per:
+                    raise UnsupportedError(
+                        f"{where}: {st} shape {shape} does not pack {per} values per byte along its last "
+                        f"dimension; nncodec stores {st} as torch's {dt}")
+                shape = shape[:-1] + [shape[-1] // per]
             count = 1
             for d in shape:  # checked as formed: no product of a thousand large dims is computed
                 count *= d
@@ -157,7 +172,13 @@ def header_bytes(entries, metadata: dict) -> bytes:
     pos = 0
     for name, dt, shape in entries:
         n = math.prod(shape) * dtypes.itemsize(dt)
-        header[name] = {"dtype": _FROM_NAME[dt], "shape": list(shape), "data_offsets": [pos, pos + n]}
+        shape = list(shape)
+        per = dtypes.PACKED.get(dt)
+        if per is not None:  # the header counts values (as the safetensors library writes it)
+            if not shape:
+                raise UnsupportedError(f"tensor {describe(name)}: a 0-d {dt} has no {_FROM_NAME[dt]} shape")
+            shape[-1] *= per
+        header[name] = {"dtype": _FROM_NAME[dt], "shape": shape, "data_offsets": [pos, pos + n]}
         pos += n
     hb = jsonutil.dumps(header)  # UsageError for a name or value no UTF-8 file can hold
     hb += b" " * ((-len(hb)) % 8)
