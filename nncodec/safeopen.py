@@ -230,7 +230,11 @@ class SafeSlice:
     def __getitem__(self, key):
         lo, hi, new_key = index_plan(key, self._shape, f"tensor {self.name!r}")
         rows = self._owner._rows(self.name, lo, hi)
-        return self._owner._out(rows[new_key], self.name)
+        try:
+            part = rows[new_key]
+        except IndexError as e:  # e.g. integer lists whose shapes do not broadcast
+            raise SliceIndexError(f"tensor {self.name!r}: {e}") from None
+        return self._owner._out(part, self.name)
 
     def __repr__(self):
         return f"<nncodec SafeSlice {self.name!r} {self.get_dtype()} {list(self._shape)}>"
