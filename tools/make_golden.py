@@ -122,7 +122,39 @@ def cases():
                            "lossy": (Pipeline([c("scalar")(0.01), c("ans")()]), 4),
                            "trellis": (Pipeline([c("tcq")(0.01, states=8), c("cabac")(8)]), 5),
                            "zstd": (Pipeline([c("raw")(), c("zstd")(level=3)]), 6)})
+    # format 1.2: the dtypes it added (spec/FORMAT.md 4.3), coded losslessly
+    out["dtypes_v1_2"] = _dtypes_1_2(c, Pipeline)
     return out
+
+
+#: cases written as this format minor version (a file's header records the version that defines it)
+FORMAT_MINOR = {"dtypes_v1_2": 2}
+
+
+def _dtypes_1_2(c, Pipeline):
+    from nncodec import dtypes
+
+    rng = np.random.default_rng(30)
+    scales = np.clip(np.rint(rng.normal(122, 3, (24, 16))), 0, 254).astype(np.uint8)
+    scales[0, :3] = [0, 254, 255]  # the smallest and largest scale, NaN
+    e8m0 = scales.view(dtypes.to_numpy("float8_e8m0fnu"))
+    fnuz = _weights((40, 24), 31, "float8_e4m3fnuz")
+    fnuz.reshape(-1).view(np.uint8)[:2] = [0x80, 0x00]  # the NaN, zero
+    e5 = _weights((30, 20), 32, "float8_e5m2fnuz")
+    nib = np.clip(np.rint(np.abs(rng.normal(0, 2.5, (36, 2 * 20)))), 0, 7).astype(np.uint8)
+    nib |= (rng.random(nib.shape) < 0.5).astype(np.uint8) << 3  # sign
+    f4 = (nib[:, 0::2] | nib[:, 1::2] << 4).view(dtypes.to_numpy("float4_e2m1fn_x2"))
+    cx = (rng.standard_normal((20, 12, 2)) * 0.05).astype(np.float32).view(np.complex64)[..., 0]
+    cx.reshape(-1).view(np.uint32)[:4] = [0x7FC00001, 0x80000000, 0x7F800000, 0xFF800000]  # NaN payload, -0, +-inf
+    planes = lambda d: Pipeline([c("planes").for_dtype(d)])  # noqa: E731
+    return ({"e8m0": e8m0, "e8m0_zstd": e8m0[:5], "e4m3fnuz": fnuz, "e5m2fnuz": e5, "f4": f4,
+             "f4_huffman": f4[:10], "c64": cx, "c64_raw": cx[:3, :5].copy(), "f4_scalar": f4[:1, :1].reshape(()),
+             "e8m0_empty": e8m0[:0]},
+            {"e8m0": planes("float8_e8m0fnu"), "e8m0_zstd": Pipeline([c("raw")(), c("zstd")(level=3)]),
+             "e4m3fnuz": planes("float8_e4m3fnuz"), "e5m2fnuz": planes("float8_e5m2fnuz"),
+             "f4": planes("float4_e2m1fn_x2"), "f4_huffman": Pipeline([c("huffman")()]),
+             "c64": planes("complex64"), "c64_raw": Pipeline([c("raw")()]), "f4_scalar": Pipeline([c("raw")()]),
+             "e8m0_empty": Pipeline([c("raw")()])})
 
 
 def _int_or_float(d, shape, seed):
@@ -226,7 +258,14 @@ def main(argv=None) -> int:
         if os.path.exists(path) and not a.force:
             print(f"keep   {path}")
             continue
-        write_case(name, tensors, pipes, a.dir)
+        from nncodec.format import container
+
+        default_minor = container.FORMAT_MINOR
+        container.FORMAT_MINOR = max(default_minor, FORMAT_MINOR.get(name, 0))
+        try:
+            write_case(name, tensors, pipes, a.dir)
+        finally:
+            container.FORMAT_MINOR = default_minor
         print(f"wrote  {path} ({os.path.getsize(path)} bytes)")
     return 0
 
