@@ -59,13 +59,22 @@ def encode(a, opts) -> int:
                             metadata=cli._parse_metadata(a.metadata), **_run_options(a))
     finally:
         prog.close()
-    if not a.quiet:
-        raw, out = _tree_bytes(a.input), _tree_bytes(a.output)
-        shards = sum(len(g["shards"]) for g in doc["groups"])
-        tensors = sum(len(g["weight_map"]) for g in doc["groups"])
-        print(f"{a.input} -> {a.output}: {cli._human(raw)} -> {cli._human(out)} ({100 * out / max(raw, 1):.1f}%), "
-              f"{shards} shards, {tensors} tensors, {len(doc['files'])} other files carried, "
-              f"{time.perf_counter() - t0:.2f} s")
+    dt = time.perf_counter() - t0
+    names = [n for g in doc["groups"] for n in g["weight_map"]]
+    cli.warn_unmatched(a, names)
+    raw, out = _tree_bytes(a.input), _tree_bytes(a.output)
+    shards = sum(len(g["shards"]) for g in doc["groups"])
+    lossy = None
+    if a.json:
+        from .folders import folder_info
+
+        lossy = folder_info(a.output)["total"]["lossy"]
+    cli.report(a, {"command": "encode", "folder": True, "input": a.input, "output": a.output, "input_bytes": raw,
+                   "output_bytes": out, "ratio": round(out / raw, 6) if raw else None, "shards": shards,
+                   "tensors": len(names), "lossy_tensors": lossy, "lossless": not lossy, "rate": cli.rate_of(a),
+                   "files": len(doc["files"]), "seconds": round(dt, 3)},
+               f"{a.input} -> {a.output}: {cli._human(raw)} -> {cli._human(out)} ({100 * out / max(raw, 1):.1f}%), "
+               f"{shards} shards, {len(names)} tensors, {len(doc['files'])} other files carried, {dt:.2f} s")
     return 0
 
 
@@ -81,10 +90,15 @@ def decode(a) -> int:
         doc = decode_folder(a.input, a.output, format=a.format, progress=prog, **_run_options(a))
     finally:
         prog.close()
-    if not a.quiet:
-        shards = sum(len(g["shards"]) for g in doc["groups"])
-        print(f"{a.input} -> {a.output}: {shards} shards, {len(doc['files'])} other files, "
-              f"{cli._human(_tree_bytes(a.output))}, {time.perf_counter() - t0:.2f} s")
+    dt = time.perf_counter() - t0
+    shards = sum(len(g["shards"]) for g in doc["groups"])
+    out = _tree_bytes(a.output)
+    cli.report(a, {"command": "decode", "folder": True, "input": a.input, "output": a.output, "format": a.format,
+                   "input_bytes": _tree_bytes(a.input), "output_bytes": out, "shards": shards,
+                   "tensors": sum(len(g["weight_map"]) for g in doc["groups"]), "files": len(doc["files"]),
+                   "seconds": round(dt, 3)},
+               f"{a.input} -> {a.output}: {shards} shards, {len(doc['files'])} other files, "
+               f"{cli._human(out)}, {dt:.2f} s")
     return 0
 
 
@@ -178,11 +192,16 @@ def diff(a, opts: dict) -> int:
                            **run, **opts)
     finally:
         prog.close()
-    if not a.quiet:
-        out, new = _tree_bytes(a.output), _tree_bytes(a.new)
-        shards = sum(len(g["shards"]) for g in doc["groups"])
-        print(f"{a.new} - {a.base} -> {a.output}: {cli._human(out)} ({100 * out / max(new, 1):.1f}% of {a.new}), "
-              f"{shards} shards, {time.perf_counter() - t0:.2f} s")
+    dt = time.perf_counter() - t0
+    out, new = _tree_bytes(a.output), _tree_bytes(a.new)
+    shards = sum(len(g["shards"]) for g in doc["groups"])
+    cli.report(a, {"command": "diff", "folder": True, "base": a.base, "new": a.new, "output": a.output,
+                   "base_bytes": _tree_bytes(a.base), "new_bytes": new, "output_bytes": out,
+                   "ratio": round(out / new, 6) if new else None, "shards": shards,
+                   "tensors": sum(len(g["weight_map"]) for g in doc["groups"]), "lossless": cli.diff_lossless(opts),
+                   "options": opts, "seconds": round(dt, 3)},
+               f"{a.new} - {a.base} -> {a.output}: {cli._human(out)} ({100 * out / max(new, 1):.1f}% of {a.new}), "
+               f"{shards} shards, {dt:.2f} s")
     return 0
 
 
@@ -197,7 +216,11 @@ def patch(a) -> int:
         doc = patch_folders(a.base, a.update, a.output, format=a.format, progress=prog, **run)
     finally:
         prog.close()
-    if not a.quiet:
-        shards = sum(len(g["shards"]) for g in doc["groups"])
-        print(f"{a.base} + {a.update} -> {a.output}: {shards} shards, {time.perf_counter() - t0:.2f} s")
+    dt = time.perf_counter() - t0
+    shards = sum(len(g["shards"]) for g in doc["groups"])
+    _cli().report(a, {"command": "patch", "folder": True, "base": a.base, "update": a.update, "output": a.output,
+                      "format": a.format, "base_bytes": _tree_bytes(a.base), "update_bytes": _tree_bytes(a.update),
+                      "output_bytes": _tree_bytes(a.output), "shards": shards,
+                      "tensors": sum(len(g["weight_map"]) for g in doc["groups"]), "seconds": round(dt, 3)},
+                  f"{a.base} + {a.update} -> {a.output}: {shards} shards, {dt:.2f} s")
     return 0
