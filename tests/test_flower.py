@@ -1,4 +1,7 @@
-"""The Flower example: a real server and two clients on 127.0.0.1, plain and with nncodec (few rounds)."""
+"""The legacy Flower transport (start_server/start_client): a real server and two clients on 127.0.0.1.
+
+The Flower App (``flwr run``, both engines) is tested in tests/test_flower_app.py.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +14,13 @@ pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUN = os.path.join(ROOT, "examples", "flower_digits", "run.py")
+RUN = os.path.join(ROOT, "examples", "flower_digits", "legacy_grpc.py")
 
 
 def _example():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("flower_digits_run", RUN)
+    spec = importlib.util.spec_from_file_location("flower_digits_legacy_grpc", RUN)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
