@@ -114,10 +114,12 @@ def decode_file(src, dst, *, format: str | None = None, limits: Limits = DEFAULT
         with Reader(src, limits=limits, threads=threads) as r:
             md = dict(r.metadata)
             fmt = output_format(dst, md.get(nio.SOURCE_FORMAT_KEY), format)
-            if fmt == "safetensors":
-                with atomic_path(dst, inputs=[src]) as tmp:
+            with atomic_path(dst, inputs=[src]) as tmp:
+                if fmt == "safetensors":
                     _decode_to_safetensors(r, tmp, md, threads, progress)
-                return fmt
+                else:  # torch, npz: each tensor decoded as the writer reaches it, then let go
+                    nio.write_checkpoint(tmp, _deferred_checkpoint(r, md, fmt, progress), fmt)
+            return fmt
     stream = iter_decode(src, limits=limits, salvage=salvage, threads=threads)
     total = os.path.getsize(src)
     report = None if progress is None else (lambda name: progress(name, stream.bytes_read, total))
@@ -129,6 +131,29 @@ def decode_file(src, dst, *, format: str | None = None, limits: Limits = DEFAULT
     with atomic_path(dst, inputs=[src]) as tmp:
         nio.write_checkpoint(tmp, ck, fmt)
     return fmt
+
+
+def _deferred_checkpoint(r: Reader, md: dict, fmt: str, progress) -> "nio.Checkpoint":
+    """A checkpoint of reader ``r``'s tensors as :class:`~nncodec.io.Deferred` entries: dtypes
+    and shapes from the record headers; each tensor is decoded (its checksum verified) when
+    the writer loads it, and its record's pages are given back once it is written."""
+    from .api import _tensor_spec
+
+    total = os.path.getsize(r.path)
+    tensors = {}
+    for name in r._tensors:
+        rec = r._tensor_record(name, verify=False)  # the header: the payload is verified when decoded
+        spec = _tensor_spec(rec.header, r._limits, r.path)[1]
+        span = (rec.offset, rec.end - rec.offset)
+        del rec
+
+        def written(arr, name=name, span=span):
+            release(r._mm, *span)
+            if progress is not None:
+                progress(name, span[0] + span[1], total)
+
+        tensors[name] = nio.Deferred(spec.dtype, spec.shape, lambda name=name: r[name], written)
+    return nio.Checkpoint(tensors=tensors, aliases=r.aliases(), metadata=md, format=fmt)
 
 
 _scratch = threading.local()

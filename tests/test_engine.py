@@ -405,7 +405,7 @@ def test_encode_and_decode_peak_memory_is_bounded_by_chunks_not_the_file(tmp_pat
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc (Linux)")
 @pytest.mark.parametrize("fmt", ["torch", "torch-legacy"])
-def test_torch_checkpoints_are_read_through_a_map_not_copied(tmp_path, fmt):
+def test_torch_checkpoints_are_mapped_when_read_and_streamed_when_written(tmp_path, fmt):
     import sys
 
     from nncodec.io.torch import writer
@@ -423,6 +423,16 @@ def test_torch_checkpoints_are_read_through_a_map_not_copied(tmp_path, fmt):
         assert np.array_equal(r["w3"], np.roll(base, 3, axis=0))
     # copying every storage (or keeping the pages read for the zip CRC) would hold 256 MiB
     assert enc - idle < 160, (enc, idle)
+    # and back: the torch writer loads, writes and lets go of one tensor at a time
+    back = tmp_path / "back.pt"
+    dec = _peak_rss_of([sys.executable, "-m", "nncodec", "decode", str(nnc), str(back), "-q"]) // 1024
+    assert _sha(back) == _sha(src)
+    assert dec - idle < 160, (dec, idle)
+    npz = tmp_path / "back.npz"
+    dec = _peak_rss_of([sys.executable, "-m", "nncodec", "decode", str(nnc), str(npz), "-q"]) // 1024
+    with np.load(npz) as z:
+        assert np.array_equal(z["w15"], np.roll(base, 15, axis=0))
+    assert dec - idle < 160, (dec, idle)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

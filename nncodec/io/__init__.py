@@ -16,7 +16,7 @@ code (see :mod:`nncodec.io.torch`).
 
 from __future__ import annotations
 
-from .checkpoint import SOURCE_FORMAT_KEY, Checkpoint, check_bool, gather
+from .checkpoint import SOURCE_FORMAT_KEY, Checkpoint, Deferred, check_bool, gather
 from .registry import (
     CHECKPOINT_FORMATS,
     FORMATS,
@@ -32,6 +32,7 @@ from .zipread import ZIP_ERRORS
 
 __all__ = [
     "Checkpoint",
+    "Deferred",
     "SOURCE_FORMAT_KEY",
     "FORMATS",
     "CHECKPOINT_FORMATS",

@@ -34,6 +34,43 @@ class Checkpoint:
         return self.tensors[self.aliases.get(name, name)]
 
 
+class Deferred:
+    """A tensor a writer loads when it writes it: ``dtype`` (nncodec's dtype name) and
+    ``shape`` are known up front, ``load()`` returns the array (C-contiguous, little-endian).
+
+    A checkpoint of deferred tensors lets a writer hold one tensor at a time: the torch
+    writer emits its pickle from the shapes, then loads, writes and drops each storage.
+    ``release()`` is called once the writer is done with an array it loaded.
+    """
+
+    __slots__ = ("dtype", "shape", "_load", "_release")
+
+    def __init__(self, dtype: str, shape, load, release=None):
+        self.dtype = dtype
+        self.shape = tuple(int(d) for d in shape)
+        self._load = load
+        self._release = release
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    def load(self) -> np.ndarray:
+        return self._load()
+
+    def release(self, arr) -> None:
+        if self._release is not None:
+            self._release(arr)
+
+
+def load_tensor(value) -> np.ndarray:
+    """The array of a checkpoint entry: itself, or a :class:`Deferred` tensor loaded."""
+    return value.load() if isinstance(value, Deferred) else value
+
+
 def check_bool(arr: np.ndarray, what: str) -> np.ndarray:
     """Refuse a bool array holding bytes other than 0 and 1 (no .nnc file could store it)."""
     if arr.dtype == np.bool_ and arr.size:

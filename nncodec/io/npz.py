@@ -25,7 +25,7 @@ import numpy as np
 from .. import dtypes
 from ..errors import CorruptError, LimitError, UnsupportedError
 from ..format.constants import DEFAULT_LIMITS, Limits
-from .checkpoint import Checkpoint, check_bool
+from .checkpoint import Checkpoint, Deferred, check_bool, load_tensor
 from .zipread import ZipReader, member_name
 
 _DTYPES_MEMBER = "__nncodec_dtypes__"
@@ -126,12 +126,18 @@ def write(path, ck: Checkpoint, *, format: str = "npz") -> None:
     special = {}
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
         for name in ck.names():
-            arr, dt = dtypes.as_stored(ck.get(name))
+            entry = ck.get(name)
+            loaded = load_tensor(entry)  # a deferred tensor is loaded now and let go after writing
+            arr, dt = dtypes.as_stored(loaded)
             if dt in _ML:
                 special[name] = dt
                 arr = arr.view(dtypes.uint_view(dt))
             with z.open(name + ".npy", "w", force_zip64=True) as f:
                 np.lib.format.write_array(f, arr, allow_pickle=False)
+            del arr
+            if isinstance(entry, Deferred):
+                entry.release(loaded)
+            del loaded
         if special:
             with z.open(_DTYPES_MEMBER + ".npy", "w") as f:
                 np.lib.format.write_array(f, np.array(json.dumps(special)), allow_pickle=False)

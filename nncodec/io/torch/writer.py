@@ -17,7 +17,7 @@ import numpy as np
 from ... import dtypes
 from ...errors import CorruptError, UnsupportedError, UsageError
 from .. import _pickle as P
-from ..checkpoint import Checkpoint
+from ..checkpoint import Checkpoint, Deferred
 from .reader import MAGIC_NUMBER, PROTOCOL_VERSION
 from .structure import STRUCTURE_KEY, contiguous_stride, short, structure_root
 
@@ -40,7 +40,8 @@ def write(path, ck: Checkpoint, *, format: str) -> None:
 
     arrays = {}
     for name, a in ck.tensors.items():
-        arr, dt = dtypes.as_stored(a)
+        # a deferred tensor is loaded when its storage is written: the pickle needs its shape only
+        arr, dt = (a, a.dtype) if isinstance(a, Deferred) else dtypes.as_stored(a)
         if legacy and P.DTYPE_TO_TORCH[dt][0] is None:
             raise UnsupportedError(
                 f"tensor {name!r}: dtype {dt} has no storage class in the torch-legacy format; write format 'torch'"
@@ -209,7 +210,7 @@ def _emit_tensor(w: P.PickleWriter, n, ck, arrays, key_of, storages, legacy):
         numel = arr.size
     else:
         w.global_("torch.storage", "UntypedStorage")
-        numel = arr.nbytes
+        numel = arr.size * dtypes.itemsize(dt)
     w.str(key)
     w.str("cpu")
     w.int(numel)
@@ -237,6 +238,16 @@ def _raw(arr: np.ndarray) -> memoryview:
     return memoryview(arr.reshape(-1).view(np.uint8))
 
 
+def _storage_bytes(arr):
+    """``(bytes view, done)`` of a storage; ``done()`` lets a deferred tensor's array go."""
+    if not isinstance(arr, Deferred):
+        return _raw(arr), lambda: None
+    loaded, _ = dtypes.as_stored(arr.load())
+    if loaded.shape != arr.shape:
+        raise CorruptError(f"a deferred tensor of shape {arr.shape} loaded as {loaded.shape}")
+    return _raw(loaded), lambda: arr.release(loaded)
+
+
 def _write_legacy(f, pkl: bytes, storages):
     f.write(P.dumps_simple(MAGIC_NUMBER))
     f.write(P.dumps_simple(PROTOCOL_VERSION))
@@ -249,7 +260,10 @@ def _write_legacy(f, pkl: bytes, storages):
     f.write(P.dumps_simple([k for k, _ in storages]))
     for _, arr in storages:
         f.write(struct.pack("<q", arr.size))
-        f.write(_raw(arr))
+        data, done = _storage_bytes(arr)
+        f.write(data)
+        del data
+        done()
 
 
 class _ZipWriter:
@@ -315,6 +329,9 @@ def _write_zip(f, pkl: bytes, storages):
     z.add(f"{ZIP_FOLDER}/data.pkl", pkl)
     z.add(f"{ZIP_FOLDER}/byteorder", b"little")
     for key, arr in storages:
-        z.add(f"{ZIP_FOLDER}/data/{key}", _raw(arr))
+        data, done = _storage_bytes(arr)
+        z.add(f"{ZIP_FOLDER}/data/{key}", data)
+        del data
+        done()
     z.add(f"{ZIP_FOLDER}/version", ZIP_VERSION)
     z.close()
