@@ -264,8 +264,12 @@ def _item(k, what: str):
         return slice(*parts)
     if isinstance(k, (bool, np.bool_)):
         raise UsageError(f"{what}: boolean indices are not supported; index with integers or slices")
-    if isinstance(k, (list, tuple, np.ndarray)) or (hasattr(k, "__array__") and not hasattr(k, "__index__")):
-        arr = np.asarray(k)
+    if isinstance(k, (list, tuple, np.ndarray)) or hasattr(k, "__array__"):
+        try:
+            arr = np.asarray(k)
+        except (TypeError, ValueError, RuntimeError):
+            raise UsageError(f"{what}: cannot index with {type(k).__name__}; use integers, slices, '...' "
+                             f"or integer lists") from None
         if arr.ndim == 0:
             k = arr.item()
         elif arr.size == 0 and arr.dtype.kind not in "biu":
