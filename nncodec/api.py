@@ -25,7 +25,7 @@ import numpy as np
 
 from . import dtypes
 from .codecs import ArraySpec, Context
-from .errors import CorruptError, LimitError, NNCodecError, TruncatedError, UsageError
+from .errors import CorruptError, LimitError, NNCodecError, TruncatedError, UnsupportedError, UsageError
 from .format import container as C
 from .format.constants import (
     DEFAULT_LIMITS,
@@ -90,8 +90,10 @@ def _tensor_spec(h: dict, limits: Limits, what: str) -> tuple:
     name = _check_name(h.get("name"), what)
     what = f"{what}: tensor {name!r}"
     dt = h.get("dtype")
-    if not isinstance(dt, str) or dt not in dtypes.DTYPE_NAMES:
-        raise CorruptError(f"{what}: unknown dtype {dt!r:.40}")
+    if not isinstance(dt, str):
+        raise CorruptError(f"{what}: dtype {dt!r:.40} is not a dtype name")
+    if dt not in dtypes.DTYPE_NAMES:
+        raise UnsupportedError(f"{what}: unknown dtype {dt!r:.40}; a newer nncodec may know it (spec/FORMAT.md 4.3)")
     shape = h.get("shape")
     if not isinstance(shape, list):
         raise CorruptError(f"{what}: shape must be a list of integers, found {shape!r:.80}")

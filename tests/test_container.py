@@ -141,7 +141,7 @@ def test_lazy_reader_reads_only_its_record(tmp_path):
 def test_empty_file_and_layout():
     data = nncodec.encode_tensors({})
     assert len(data) == 120  # spec/FORMAT.md section 10
-    assert data[:8] == FILE_MAGIC and data[8:12] == bytes([1, 1, 0, 0])  # version 1.1
+    assert data[:8] == FILE_MAGIC and data[8:12] == bytes([1, 2, 0, 0])  # version 1.2
     assert data[12:16] == zlib.crc32(data[:12]).to_bytes(4, "little")
     assert nncodec.decode_bytes(data) == {}
     # every record starts 8-aligned and the trailer points at the index

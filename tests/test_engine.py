@@ -66,7 +66,7 @@ def test_large_tensors_are_chunked_and_small_ones_are_not(tmp_path):
     assert len(tables["emb"]["sizes"]) == 3 and tables["emb"]["rows"] == (1 << 20) // 384
     assert len(tables["bf"]["sizes"]) == 2
     assert all(tables[n] is None for n in ("bias", "small", "steps", "mask"))
-    assert open(tmp_path / "m.nnc", "rb").read()[8:10] == bytes([1, 1])  # format 1.1
+    assert open(tmp_path / "m.nnc", "rb").read()[8:10] == bytes([1, 2])  # format 1.2
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])

@@ -10,7 +10,7 @@ import struct
 FILE_MAGIC = b"\x89NNC\r\n\x1a\n"
 END_MAGIC = b"\x89END\r\n\x1a\n"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 1  #: 1.1 adds chunked tensor records (section 6.3); 1.0 files read as before
+FORMAT_MINOR = 2  #: 1.1 added chunked tensor records (section 4.2.1), 1.2 dtype names (section 4.3); older files read as before
 
 FILE_HEADER = struct.Struct("<8sBBHI")  # magic, major, minor, flags, crc32 of bytes 0..11
 FILE_HEADER_SIZE = FILE_HEADER.size  # 16
