@@ -214,6 +214,8 @@ class SafeSlice:
         self._shape = shape
 
     def get_shape(self) -> list:
+        """The shape, in elements as torch counts them (for ``float4_e2m1fn_x2`` one element is
+        a byte of two values, where safetensors' ``get_shape`` counts values)."""
         return list(self._shape)
 
     def get_dtype(self) -> str:

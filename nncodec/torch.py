@@ -59,9 +59,10 @@ def dtype_name(dt: torch.dtype, what: str = "") -> str:
         raise UnsupportedError(f"{what}{e}") from None
 
 
-def _native(npdt: np.dtype) -> bool:
-    """Whether torch.from_numpy takes the NumPy dtype as it is (not an ml_dtypes type)."""
-    return npdt.kind in "biufc" and npdt.isnative
+#: format dtypes whose NumPy dtype torch.from_numpy and Tensor.numpy take as they are; the
+#: others (the ml_dtypes types, packed float4) travel as a signed integer of their width
+_NATIVE = frozenset({"float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint64", "uint32",
+                     "uint16", "uint8", "bool", "complex64", "complex128"})
 
 
 def to_torch(arr: np.ndarray, name: str = "") -> torch.Tensor:
@@ -72,11 +73,10 @@ def to_torch(arr: np.ndarray, name: str = "") -> torch.Tensor:
     tdt = torch_dtype(stored, what)
     if not arr.flags.writeable or any(s < 0 for s in arr.strides):
         arr = arr.copy()
-    if arr.dtype.itemsize not in _CARRIER and not _native(arr.dtype):
+    if stored in _NATIVE and arr.dtype.isnative:
+        return torch.from_numpy(arr)
+    if arr.dtype.itemsize not in _CARRIER:
         raise UnsupportedError(f"{what}dtype {stored} cannot be handed to torch")
-    if _native(arr.dtype):
-        t = torch.from_numpy(arr)
-        return t if t.dtype == tdt else t.view(tdt)
     return torch.from_numpy(arr.view(_NP_CARRIER[arr.dtype.itemsize])).view(tdt)
 
 
@@ -100,7 +100,7 @@ def to_numpy(t, name: str = "") -> np.ndarray:
         t = t.resolve_neg()
     t = t.contiguous()
     target = dtypes.to_numpy(stored)
-    if _native(target):
+    if stored in _NATIVE:
         arr = t.numpy()
     else:
         arr = t.view(_CARRIER[t.element_size()]).numpy().view(target)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import ml_dtypes
 
 import nncodec
+from nncodec import dtypes
 from nncodec.codecs import Context, codec_class
 from nncodec.errors import CorruptError, FormatError, NNCodecError, UsageError
 from nncodec.pipeline import Pipeline
@@ -35,6 +36,7 @@ def planes(dt):
 
 # name -> (array, pipeline, rows per piece or None for a whole record)
 def _specs():
+    rng = np.random.default_rng(9)
     return {
         "a": (sample("float32", (37, 5), 1), RAW, 4),
         "b": (sample("float32", (37, 5), 2), planes("float32"), 3),
@@ -46,6 +48,10 @@ def _specs():
         "h": (np.array(1.25, np.float64), None, None),
         "i": (sample("uint8", (40, 2, 2), 7), planes("uint8"), 5),
         "j": (sample("float16", (8, 0, 2), 8), None, None),
+        "k": ((rng.standard_normal((13, 2)) + 1j * rng.standard_normal((13, 2))).astype(np.complex64), RAW, 3),
+        "l": (rng.integers(0, 256, (11, 4), dtype=np.uint8).view(dtypes.to_numpy("float4_e2m1fn_x2")), RAW, 2),
+        "m": (rng.integers(0, 256, (10, 3), dtype=np.uint8).view(dtypes.to_numpy("float8_e8m0fnu")),
+              planes("float8_e8m0fnu"), 4),
     }
 
 
@@ -60,7 +66,7 @@ def pieces_file(tmp_path_factory):
             if rows is None:
                 w.add(name, arr)
             else:
-                w.add_encoded(name, nncodec.dtypes.from_numpy(arr.dtype), arr.shape, pipe,
+                w.add_encoded(name, dtypes.from_numpy(arr.dtype), arr.shape, pipe,
                               pipe.encode_pieces(arr, Context(name=name), rows))
         w.add_alias("a.tied", "a")
     arrays = {n: s[0] for n, s in specs.items()}
@@ -110,7 +116,11 @@ def test_surface_matches_safetensors(tmp_path):
             assert got.dtype == want.dtype, name
             assert_same(nt.to_numpy(got), nt.to_numpy(want))
             rs, s = ref.get_slice(name), f.get_slice(name)
-            assert s.get_shape() == rs.get_shape() and s.get_dtype() == rs.get_dtype(), name
+            assert s.get_dtype() == rs.get_dtype(), name
+            shape = s.get_shape()
+            if name == "l":  # packed float4: safetensors counts values, torch (and nncodec) bytes of two
+                shape[-1] *= 2
+            assert shape == rs.get_shape(), name
             for k in keys:
                 try:
                     w = rs[k]
@@ -155,7 +165,7 @@ def test_pt_framework_gives_exact_torch_dtypes(pieces_file):
     with nncodec.safe_open(path, framework="pt", device="cpu") as f:
         for name, arr in arrays.items():
             t = f.get_tensor(name)
-            assert isinstance(t, torch.Tensor) and str(t.dtype) == f"torch.{nncodec.dtypes.from_numpy(arr.dtype)}"
+            assert isinstance(t, torch.Tensor) and str(t.dtype) == f"torch.{dtypes.from_numpy(arr.dtype)}"
             assert_same(nt.to_numpy(t), arr)
         assert f.get_tensor("d").dtype is torch.bfloat16
         assert f.get_slice("d")[3:9].dtype is torch.bfloat16

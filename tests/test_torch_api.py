@@ -37,16 +37,25 @@ def _tensors():
         "u8": torch.randint(0, 256, (100,), generator=g, dtype=torch.uint8),
         "bool": torch.rand(9, 4, generator=g) > 0.5,
         "f8": torch.randn(50, generator=g).to(torch.float8_e4m3fn),
+        "f8.e5m2": torch.randn(20, 2, generator=g).to(torch.float8_e5m2),
+        "f8.e8m0": torch.rand(12, generator=g).to(torch.float8_e8m0fnu),
+        "f8.e4m3fnuz": torch.randn(9, generator=g).to(torch.float8_e4m3fnuz),
+        "f8.e5m2fnuz": torch.randn(9, generator=g).to(torch.float8_e5m2fnuz),
+        "f4": torch.randint(0, 256, (6, 4), generator=g, dtype=torch.uint8).view(torch.float4_e2m1fn_x2),
+        "c64": torch.randn(7, 3, generator=g, dtype=torch.complex64),
+        "u16": torch.randint(0, 2**16, (5,), generator=g, dtype=torch.int32).to(torch.uint16),
+        "u32": torch.randint(0, 2**31, (5,), generator=g, dtype=torch.int64).to(torch.uint32),
+        "u64": torch.randint(0, 2**62, (5,), generator=g, dtype=torch.int64).view(torch.uint64),
         "scalar": torch.tensor(2.5, dtype=torch.bfloat16),
         "empty": torch.zeros(0, 4),
     }
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
-    """A view whose torch.equal is bit equality (NaNs compare equal, float8 compares at all)."""
-    if t.dtype.is_floating_point:
-        return t.view({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
-    return t
+    """A view whose torch.equal is bit equality (NaNs compare equal, float8 and float4 compare at all)."""
+    if t.dtype == torch.bool:
+        return t
+    return t.view({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
 
 
 def assert_equal_dicts(a: dict, b: dict) -> None:
@@ -76,6 +85,24 @@ def test_load_file_equals_safetensors_for_every_dtype(st_file):
     # the big tensor really is a chunked record
     with nncodec.open(dst) as r:
         assert r._tensor_record("f32.big").header.get("chunks") is not None
+
+
+def test_every_dtype_converts_both_ways_without_copies():
+    rng = np.random.default_rng(0)
+    for name in nncodec.dtypes.DTYPE_NAMES:
+        size = nncodec.dtypes.itemsize(name)
+        if name == "bool":
+            a = rng.random((3, 2)) < 0.5
+        else:
+            raw = rng.integers(0, 256, 6 * size, dtype=np.uint8)
+            a = raw.view(nncodec.dtypes.to_numpy(name)).reshape(3, 2)
+        t = nt.to_torch(a, name)
+        assert str(t.dtype) == f"torch.{name}", name
+        back = nt.to_numpy(t, name)
+        assert back.dtype == a.dtype and back.tobytes() == a.tobytes(), name
+        assert np.shares_memory(back, a), name
+        again = nt.load(nt.save({name: t}))[name]
+        assert again.dtype == t.dtype and torch.equal(_bits(again), _bits(t)), name
 
 
 def test_save_file_then_safetensors_and_nncodec_agree(tmp_path):
@@ -156,7 +183,8 @@ def test_tied_weights_are_stored_once_and_load_tied(tmp_path):
 def test_parameters_noncontiguous_and_grad_tensors(tmp_path):
     p = torch.nn.Parameter(torch.randn(6, 4))
     t = {"param": p, "transposed": torch.randn(5, 7).t(), "strided": torch.randn(10)[::3],
-         "grad": torch.randn(3, requires_grad=True) * 2, "neg": torch.randn(4, dtype=torch.complex64).conj().imag}
+         "grad": torch.randn(3, requires_grad=True) * 2, "neg": torch.randn(4, dtype=torch.complex64).conj().imag,
+         "conj": torch.randn(4, dtype=torch.complex64).conj()}
     back = nt.load(nt.save(t))
     for k, v in t.items():
         assert torch.equal(back[k], v.detach()), k
