@@ -336,3 +336,29 @@ def test_options_object():
     assert a == encode_update(new, base, quantizer="3lc", sparsity=1.2)
     with pytest.raises(UsageError, match="not both"):
         encode_update(new, base, opts=o, seed=1)
+
+
+@pytest.mark.parametrize("opts", [{}, {"quantizer": "scalar"}])
+def test_xor_deltas_of_complex_packed_and_float8_tensors_are_exact(opts):
+    import ml_dtypes
+
+    from nncodec import dtypes
+    from nncodec.federated import update as U
+
+    rng = np.random.default_rng(0)
+    base = {"c": (rng.standard_normal(64) + 1j * rng.standard_normal(64)).astype(np.complex64),
+            "f4": rng.integers(0, 255, (4, 8)).astype(np.uint8).view(dtypes.to_numpy("float4_e2m1fn_x2")),
+            "e8": rng.integers(0, 255, 32).astype(np.uint8).view(ml_dtypes.float8_e8m0fnu),
+            "i": rng.integers(-5, 5, 16).astype(np.int64),
+            "w": rng.standard_normal((64, 64)).astype(np.float32)}
+    new = {k: v.copy() for k, v in base.items()}
+    new["c"][3] += 1
+    new["f4"].view(np.uint8)[1, 2] ^= 7
+    new["e8"].view(np.uint8)[0] ^= 1
+    new["i"][0] += 1
+    new["w"] += 0.01
+    out = U.decode_update(U.encode_update(new, base, **opts), base)
+    for k in ("c", "f4", "e8", "i"):
+        assert out[k].dtype == new[k].dtype and out[k].tobytes() == new[k].tobytes(), k
+    if not opts:
+        assert out["w"].tobytes() == new["w"].tobytes()

@@ -8,8 +8,8 @@ SHA-256 hash (:func:`base_sha256`). Decoding against any other base raises
 Two kinds of delta, told apart by the record's dtype (spec/UPDATES.md §3):
 
 * **xor** -- the bit patterns of the new tensor XOR those of the base, stored
-  as the unsigned integer of the same width for floats (the tensor's own dtype
-  for integers and bool). Exact: ``new = base ^ delta`` bit for bit. Used by
+  as the unsigned integer of the same width for floats and complex (the tensor's
+  own dtype for integers and bool). Exact: ``new = base ^ delta`` bit for bit. Used by
   the lossless mode and for every tensor a lossy update does not quantize.
 * **sub** -- ``new - base`` in the tensor's float dtype, quantized; decoded
   as ``new^ = round(base + delta^)``. Used for the quantized tensors.
@@ -303,12 +303,12 @@ def _quantize(name: str, d64: np.ndarray, dt: str, o: UpdateOptions, ctx: Contex
 
 def _xor(new: np.ndarray, base: np.ndarray) -> np.ndarray:
     _, dt = dtypes.as_stored(new)
-    if dtypes.kind(dt) == "f":
-        u = dtypes.uint_view(dt)
-        return new.view(u) ^ base.view(u)
     if dt == "bool":
         return new != base
-    return new ^ base
+    if dtypes.kind(dt) in ("i", "u") and dt not in dtypes.PACKED:
+        return new ^ base
+    u = dtypes.uint_view(dt)  # floats, complex, packed FP4: their bits as the unsigned integer of their width
+    return new.view(u) ^ base.view(u)
 
 
 # ------------------------------------------------------------------ encoding
@@ -444,7 +444,7 @@ def apply_delta(name: str, delta: np.ndarray, base: np.ndarray, what: str = "upd
     where = f"{what}: tensor {name!r}"
     if d.shape != b.shape:
         raise CorruptError(f"{where}: delta shape {list(d.shape)} differs from the base's {list(b.shape)}")
-    if dtypes.kind(bdt) == "f" and ddt == dtypes.uint_view(bdt).name:
+    if (dtypes.kind(bdt) in ("f", "c") or bdt in dtypes.PACKED) and ddt == dtypes.uint_view(bdt).name:
         return (b.view(dtypes.uint_view(bdt)) ^ d).view(b.dtype)
     if ddt == bdt and dtypes.kind(bdt) in "iu":
         return b ^ d
