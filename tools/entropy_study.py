@@ -27,7 +27,8 @@ Contexts (all causal within a row, so a piece decodes on its own):
   up        the exponent of the element above (same column, previous row)
   prev+up   both neighbours
 Mantissa byte contexts: e (its own exponent, what planes' context mode uses), e+prev,
-e+cc, e+up.
+e+cc, e+up; m4:e codes only the byte's top nibble given the exponent and counts the low
+nibble at 4 bits (fewer parameters per context).
 
 The totals are printed in bytes per model and dtype, with the best context per tensor
 ("oracle": choosing per piece among o0, prev, prev+up, rs, cclass) as what a coder that
@@ -124,6 +125,7 @@ def study_piece(e: np.ndarray, m: np.ndarray) -> dict:
     r["m:e+prev"] = kt_bits((e64 * 257 + prev).ravel(), m.ravel())
     r["m:e+cc"] = kt_bits((e64 * 256 + cc).ravel(), m.ravel()) + 8 * cols
     r["m:e+up"] = kt_bits((e64 * 257 + up).ravel(), m.ravel())
+    r["m4:e"] = kt_bits(e64.ravel(), (m >> 4).ravel()) + 4 * n
     return r
 
 
