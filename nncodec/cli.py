@@ -285,7 +285,8 @@ def kind_of(path: str) -> str:
 def check_input(path: str, want: str) -> str:
     """Refuse an input of the wrong kind with a message that names the command to use.
 
-    ``want`` is ``nnc`` (decode), ``readable`` (info: an .nnc file or update), ``checkpoint``
+    ``want`` is ``source`` (encode: a checkpoint), ``nnc`` (decode), ``readable`` (info: an .nnc file
+    or update), ``checkpoint``
     (compare, diff: any checkpoint or an encoded one, not an update) or ``update`` (patch)."""
     from .errors import CorruptError, FormatError, TruncatedError, UsageError
 
@@ -307,6 +308,10 @@ def check_input(path: str, want: str) -> str:
         if want == "nnc" and k == "update":
             raise FormatError(f"{path}: is an nncodec update (nncodec diff), not an encoded checkpoint; apply it "
                              f"with `nncodec patch BASE {path} OUT`")
+    elif want == "source":
+        if k in ("nnc", "update"):
+            raise FormatError(f"{path}: is already an nncodec file; decode it first (`nncodec decode {path} OUT`) "
+                              f"or copy it")
     elif want == "checkpoint":
         if k == "update":
             raise FormatError(f"{path}: is an nncodec update (nncodec diff), not a checkpoint; apply it with "
@@ -543,7 +548,8 @@ def cmd_encode(a) -> int:
     st = a._streams
     dst = st.output(a.output, "nnc")
     src = st.input(a.input, "INPUT")
-    fmt = a.format or (nio.detect_format(src) if os.path.isfile(src) else None)
+    check_input(src, "source")
+    fmt = a.format or nio.detect_format(src)
     prog = Progress("encoding", not a.quiet)
     t0 = time.perf_counter()
     try:
@@ -853,13 +859,10 @@ def main(argv=None) -> int:
            "diff": cmd_diff, "patch": cmd_patch}[a.command]
     a._streams = streams = Streams()
     try:
-        try:
-            rc = cmd(a)
-            if sys.stdout is not None:
-                sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
-            return rc
-        finally:
-            streams.close()
+        rc = cmd(a)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return rc
     except BrokenPipeError:  # `nncodec compare a b | head -1`: the reader has what it wanted
         _stdout_to_devnull()
         return EXIT_PIPE
@@ -880,6 +883,8 @@ def main(argv=None) -> int:
             msg = f"{where}{e.strerror or e}"
         print(f"nncodec: error: {streams.show(msg)}", file=sys.stderr)
         return exit_code(e)
+    finally:
+        streams.close()
 
 
 if __name__ == "__main__":  # pragma: no cover
