@@ -401,6 +401,8 @@ def test_encode_and_decode_peak_memory_is_bounded_by_chunks_not_the_file(tmp_pat
     assert _sha(back) == _sha(src)
     assert enc - idle < 160, (enc, idle)  # MiB above an idle interpreter
     assert dec - idle < 160, (dec, idle)
+    cmp = _peak_rss_of([sys.executable, "-m", "nncodec", "compare", str(src), str(nnc)]) // 1024
+    assert cmp - idle < 160, (cmp, idle)  # one tensor of each side at a time, float64 in blocks
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc (Linux)")
