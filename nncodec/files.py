@@ -24,8 +24,12 @@ def encode_file(src, dst, *, format: str | None = None, metadata: dict | None = 
     """Encode the checkpoint ``src`` (safetensors, torch, npz) to the .nnc file ``dst``.
 
     ``options`` is an :class:`nncodec.encode.EncodeOptions`, or give its flat keywords
-    (``bits``, ``snr``, ``step``, ``max_error``, ``preset``, ``keep``, ``lossy``,
-    ``overrides``, ``quantizer``, ``objective``, ``dither``, ``seed``). Lossless unless
+    (``bits``, ``size``, ``ratio``, ``snr``, ``step``, ``max_error``, ``preset``, ``keep``,
+    ``lossy``, ``overrides``, ``quantizer``, ``objective``, ``dither``, ``seed``,
+    ``near_lossless``). ``bits``, ``size`` and ``ratio`` are whole-file targets, met within
+    0.5%: ``bits`` = 8 x the bytes of ``dst`` / the model's floating-point elements,
+    ``size`` = the bytes of ``dst`` (an int, or text like ``"12MB"`` or ``"11.5MiB"``),
+    ``ratio`` = the tensors' bytes / the bytes of ``dst``. Lossless unless
     a rate, a preset or overrides are given (see :mod:`nncodec.encode.planner` for which
     tensors are coded lossily and :mod:`nncodec.encode.rate` for how the rate is shared).
     ``overrides`` maps a tensor name to ``"lossless"``, ``"lossy"``, a step size, or a
@@ -60,12 +64,16 @@ def encode_file(src, dst, *, format: str | None = None, metadata: dict | None = 
 def write_tensors(w: Writer, tensors: dict, aliases: dict, options=None, progress=None,
                   threads: int | None = 1) -> None:
     """Add ``tensors`` (coded as :func:`nncodec.encode.plan` decides under ``options``;
-    lossless by default) and ``aliases`` to a Writer, coding on ``threads`` threads."""
+    lossless by default) and ``aliases`` to a Writer that holds no tensor yet, coding on
+    ``threads`` threads. A whole-file rate target counts what the Writer has written so far
+    (file header, metadata) and the alias records."""
     from .encode import iter_plan
+    from .encode.filesize import Layout
 
     w.expect_aliases(aliases.values())
     targets = set(aliases.values())
-    coded = iter_plan(tensors, options, limits=w.limits, threads=threads, progress=progress)
+    layout = Layout(prefix_bytes=w._pos, aliases=dict(aliases))
+    coded = iter_plan(tensors, options, limits=w.limits, threads=threads, progress=progress, layout=layout)
     for name, c in coded:
         w.add_encoded(name, c.dtype, c.shape, c.pipeline, c.payload)
         if name not in targets:  # a memory-mapped input's pages go back once the tensor is written

@@ -1,12 +1,18 @@
 """Rate allocation: a step per lossy tensor, at equal rate-distortion slope.
 
-``bits`` (average bits per weight over the lossy tensors) and ``snr`` (overall
-weight SNR in dB over them) allocate a step per tensor at equal slope: for a
+A rate budget (bits for the lossy tensors' payloads) and ``snr`` (overall weight
+SNR in dB over the lossy tensors) allocate a step per tensor at equal slope: for a
 slope λ each tensor takes the step that minimises D + λ·R on its own measured
 curve (D = sum of squared errors, R = bits from the empirical entropy of the
 levels on a sample of the tensor), and λ is searched so that the target is met.
 ``step`` gives every tensor the same step; ``max_error`` E gives step 2E, so no
 weight moves by more than E.
+
+The whole-file targets (``bits``, ``size``, ``ratio``) are met by the planner
+(:mod:`nncodec.encode.planner`): it counts the container and the other tensors,
+gives the rest to :func:`choose` as the lossy budget, then corrects each curve by
+the rate the real coder spent (:func:`rate_at`, a calibration factor per tensor)
+and scales all steps by one continuous factor until the file has the target size.
 """
 
 from __future__ import annotations
@@ -82,16 +88,9 @@ def _lattice_levels(x: np.ndarray, step: float, quantizer: str):
     return levels.reshape(-1), x - back
 
 
-def allocate(tensors: dict, opts: EncodeOptions, on_tensor=None) -> dict:
-    """Step per lossy tensor name, at equal rate-distortion slope (or as fixed).
-    ``on_tensor(name)`` is called after each tensor's curve is measured (progress)."""
-    target = opts.target
-    if target.step is not None:
-        return {n: float(target.step) for n in tensors}
-    if target.max_error is not None:
-        return {n: 2.0 * float(target.max_error) for n in tensors}
-    if not tensors:
-        return {}
+def measure(tensors: dict, opts: EncodeOptions, on_tensor=None) -> dict:
+    """name -> (steps, R, D, elements, weight): each tensor's measured curve on the step grid
+    (steps from coarse to fine) and the weight of its distortion under ``opts.objective``."""
     curves = {}
     for n, w in tensors.items():
         steps, R, D = rd_curve(w, opts.quantizer.kind)
@@ -102,8 +101,53 @@ def allocate(tensors: dict, opts: EncodeOptions, on_tensor=None) -> dict:
         curves[n] = (steps, R, D, w.size, wt)
         if on_tensor is not None:
             on_tensor(n)
-    total_n = sum(c[3] for c in curves.values())
+    return curves
 
+
+def rate_at(curve: tuple, step: float) -> float:
+    """A curve's rate in bits at any step: linear in log2(step) between grid points; finer than
+    the grid, one more bit per element for each halving; coarser, the coarsest point's rate."""
+    steps, R = curve[0], curve[1]
+    x = -np.log2(steps)  # increasing
+    t = -math.log2(step)
+    if t <= x[0]:
+        return float(R[0])
+    if t >= x[-1]:
+        return float(R[-1]) + curve[3] * (t - x[-1])
+    return float(np.interp(t, x, R))
+
+
+def allocate(tensors: dict, opts: EncodeOptions, on_tensor=None, budget_bits: float | None = None) -> dict:
+    """Step per lossy tensor name, at equal rate-distortion slope (or as fixed).
+
+    The budget is ``budget_bits`` for the payloads of these tensors if given; else an ``snr``
+    target over them; else ``opts.target.bits`` bits per element of these tensors (a whole-file
+    target is the planner's to meet). ``on_tensor(name)`` is called after each tensor's curve
+    is measured (progress)."""
+    target = opts.target
+    if target.step is not None:
+        return {n: float(target.step) for n in tensors}
+    if target.max_error is not None:
+        return {n: 2.0 * float(target.max_error) for n in tensors}
+    if not tensors:
+        return {}
+    curves = measure(tensors, opts, on_tensor)
+    if budget_bits is None and target.snr is None:
+        n = sum(c[3] for c in curves.values())
+        budget_bits = (target.bits * n if target.bits is not None
+                       else 8 * target.file_bytes(n, sum(np.asarray(w).nbytes for w in tensors.values())))
+    if budget_bits is None:
+        signal = sum(float(np.sum(np.square(np.asarray(w, dtype=np.float64)))) for w in tensors.values())
+        choice = choose(curves, distortion=signal / 10 ** (target.snr / 10.0))
+    else:
+        choice = choose(curves, budget_bits)
+    return {n: float(curves[n][0][j]) for n, j in choice.items()}
+
+
+def choose(curves: dict, budget_bits: float | None = None, *, distortion: float | None = None) -> dict:
+    """name -> grid index at equal slope: the finest allocation whose rate is at most
+    ``budget_bits`` (then refined greedily with what is left), or the coarsest whose
+    distortion is at most ``distortion``."""
     def pick(lam: float):
         choice, rate, dist = {}, 0.0, 0.0
         for n, (steps, R, D, _, wt) in curves.items():
@@ -115,12 +159,12 @@ def allocate(tensors: dict, opts: EncodeOptions, on_tensor=None) -> dict:
 
     # λ large -> coarse steps (low rate); search in log space
     lo, hi = -80.0, 40.0  # log2 λ
-    if target.bits is not None:
-        budget = target.bits * total_n
+    by_rate = budget_bits is not None
+    if by_rate:
+        budget = budget_bits
         ok = lambda rate, dist: rate <= budget
     else:
-        signal = sum(float(np.sum(np.square(np.asarray(w, dtype=np.float64)))) for w in tensors.values())
-        budget = signal / 10 ** (target.snr / 10.0)
+        budget = distortion
         ok = lambda rate, dist: dist <= budget
     best = None
     for _ in range(60):
@@ -128,20 +172,20 @@ def allocate(tensors: dict, opts: EncodeOptions, on_tensor=None) -> dict:
         choice, rate, dist = pick(2.0 ** mid)
         if ok(rate, dist):
             best = choice
-            if target.bits is not None:
+            if by_rate:
                 hi = mid  # meets the rate: try finer (smaller λ)
             else:
                 lo = mid  # meets the distortion: try coarser (larger λ)
         else:
-            if target.bits is not None:
+            if by_rate:
                 lo = mid
             else:
                 hi = mid
     if best is None:
-        best = pick(2.0 ** (40.0 if target.bits is not None else -80.0))[0]
-    if target.bits is not None:
+        best = pick(2.0 ** (40.0 if by_rate else -80.0))[0]
+    if by_rate:
         best = _fill(best, curves, budget)
-    return {n: float(curves[n][0][j]) for n, j in best.items()}
+    return best
 
 
 def _fill(choice: dict, curves: dict, budget: float) -> dict:
