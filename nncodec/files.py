@@ -109,7 +109,8 @@ def decode_file(src, dst, *, format: str | None = None, limits: Limits = DEFAULT
 
     The format is ``format`` if given, else the output's extension, else the
     format the file was encoded from. ``dst`` is written atomically.
-    With ``salvage=True`` a damaged file yields the tensors before the damage.
+    With ``salvage=True`` a damaged file yields the tensors before the damage (to a torch
+    output as a flat state dict when the checkpoint's recorded structure names lost tensors).
     ``threads`` decode tensors and chunks in parallel (None: every core); a safetensors
     output is written in place, tensor by tensor, with memory bounded by a few chunks
     per thread (plus the largest lossy tensor).
@@ -136,6 +137,13 @@ def decode_file(src, dst, *, format: str | None = None, limits: Limits = DEFAULT
     recorded = md.get(nio.SOURCE_FORMAT_KEY)
     fmt = output_format(dst, recorded, format)
     ck = nio.Checkpoint(tensors=tensors, aliases=aliases, metadata=md, format=fmt)
+    if salvage and fmt in ("torch", "torch-legacy"):
+        from .io.torch.structure import STRUCTURE_KEY, structure_root
+
+        try:
+            structure_root(ck)
+        except UsageError:  # the recorded structure names tensors lost with the damage
+            md.pop(STRUCTURE_KEY, None)  # what was recovered is written as a flat state dict
     with atomic_path(dst, inputs=[src]) as tmp:
         nio.write_checkpoint(tmp, ck, fmt)
     return fmt

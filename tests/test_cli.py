@@ -1,6 +1,7 @@
 """The nncodec command line: exit codes, one-line errors, atomic outputs, a light --help."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -128,3 +129,20 @@ def test_diff_and_patch(tmp_path, capsys):
     assert main(["patch", str(tmp_path / "other.npz"), str(lossy), str(tmp_path / "x.npz")]) == 1
     assert "base" in capsys.readouterr().err
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_salvage_of_a_torch_checkpoint_to_pt_writes_what_was_recovered(tmp_path):
+    src = os.path.join(os.path.dirname(__file__), "fixtures", "mtcnn_pnet.pt")
+    nnc = tmp_path / "p.nnc"
+    assert main(["encode", "-q", src, str(nnc)]) == 0
+    with nncodec.open(nnc) as r:
+        names = list(r._tensors)
+        off = r._tensors[names[3]]
+    nnc.write_bytes(nnc.read_bytes()[: off + 10])
+    out = tmp_path / "salvaged.pt"
+    assert main(["decode", "-q", "--salvage", str(nnc), str(out)]) == 0
+    ck = read_checkpoint(out)
+    assert list(ck.tensors) == names[:3]
+    whole = read_checkpoint(src)
+    for n in names[:3]:
+        assert ck.tensors[n].tobytes() == whole.tensors[n].tobytes()
