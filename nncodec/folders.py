@@ -24,7 +24,7 @@ import shutil
 import tempfile
 
 from . import io as nio
-from .errors import CorruptError, FormatError, NNCodecError, UsageError
+from .errors import CorruptError, NNCodecError, UnsupportedError, UsageError
 from .format.constants import DEFAULT_LIMITS, Limits
 
 __all__ = [
@@ -323,8 +323,11 @@ def read_folder_index(path) -> dict:
     v = doc.get("nncodec_folder")
     if type(v) is not int:
         raise bad("field 'nncodec_folder' (the layout version) is missing")
+    if v > FOLDER_VERSION:
+        raise UnsupportedError(f"{where}: folder layout version {v}; this nncodec reads version {FOLDER_VERSION}, "
+                               f"a newer nncodec wrote it (upgrade nncodec)")
     if v != FOLDER_VERSION:
-        raise FormatError(f"{where}: folder layout version {v} is not {FOLDER_VERSION}; a newer nncodec wrote it")
+        raise bad(f"field 'nncodec_folder' is {v}; layout versions start at 1")
     if doc.get("kind") not in _KINDS:
         raise bad(f"field 'kind' must be one of {list(_KINDS)}")
     groups = doc.get("groups")

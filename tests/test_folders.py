@@ -10,7 +10,7 @@ import pytest
 
 from nncodec import folders
 from nncodec.cli import main
-from nncodec.errors import BaseMismatchError, CorruptError, NNCodecError, UsageError
+from nncodec.errors import BaseMismatchError, CorruptError, NNCodecError, UnsupportedError, UsageError
 from nncodec.io import Checkpoint, read_checkpoint, write_checkpoint
 
 from helpers import assert_same, sample
@@ -246,7 +246,11 @@ def test_bad_folders_are_named(tmp_path):
     idx["groups"][0]["shards"][0]["file"] = SHARDS[0]
     idx["nncodec_folder"] = 2
     idx_path.write_text(json.dumps(idx))
-    with pytest.raises(NNCodecError, match="newer nncodec"):
+    with pytest.raises(UnsupportedError, match="newer nncodec"):
+        folders.decode_folder(tmp_path / "enc2", tmp_path / "back")
+    idx["nncodec_folder"] = 0
+    idx_path.write_text(json.dumps(idx))
+    with pytest.raises(CorruptError, match="start at 1"):
         folders.decode_folder(tmp_path / "enc2", tmp_path / "back")
 
 
