@@ -150,8 +150,6 @@ def _copy(src_root: str, dst_root: str, rel: str, expected: dict | None = None) 
             h.update(block)
             fo.write(block)
             n += len(block)
-        fo.flush()
-        os.fsync(fo.fileno())
     entry = {"file": rel, "bytes": n, "sha256": h.hexdigest()}
     if expected is not None and (expected["bytes"], expected["sha256"]) != (n, entry["sha256"]):
         raise CorruptError(f"{_join(src_root, rel)}: differs from the file that was encoded ({n} bytes, SHA-256 "
@@ -615,8 +613,6 @@ def _convert(nnc: str, target: str, limits: Limits) -> None:
     ck = nio.load_any(nnc, limits=limits)
     out = nio.Checkpoint(tensors=ck.tensors, aliases=ck.aliases, metadata={"format": "pt"}, format="safetensors")
     nio.write_checkpoint(target, out, "safetensors")
-    with open(target, "rb+") as f:
-        os.fsync(f.fileno())
 
 
 # ------------------------------------------------------------------ any folder's weights
@@ -842,8 +838,6 @@ def diff_folders(base_dir, new_dir, out_dir, *, metadata: dict | None = None, li
                 with _about(label, new), open(target, "wb") as f:
                     write_update(f, model, sub, opts=opts, metadata=md, aliases=dict(nck.aliases), limits=limits,
                                  **kw)
-                    f.flush()
-                    os.fsync(f.fileno())
                 prog.copied(label, size)
                 for n in model:
                     wm[n] = nnc
@@ -908,8 +902,6 @@ def patch_folders(base_dir, update_dir, out_dir, *, format: str | None = None, l
                     target = _join(tmp, s["file"])
                     os.makedirs(os.path.dirname(target), exist_ok=True)
                     nio.write_checkpoint(target, ck, fmt)
-                    with open(target, "rb+") as f:
-                        os.fsync(f.fileno())
                 prog.copied(s["file"], os.path.getsize(upath))
                 del tensors, sub, ck
         _carry(update, tmp, others, prog, _entries(doc))

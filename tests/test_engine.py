@@ -466,3 +466,32 @@ def test_patch_streams_safetensors_with_tied_weights(tmp_path):
     assert main(["patch", str(base), str(upd), str(out), "-q"]) == 0
     assert _sha(out) == _sha(new)
     assert not list(tmp_path.glob("*.data"))  # the spill file is gone
+
+
+def test_atomic_outputs_fsync_only_what_replaces_a_file(tmp_path, monkeypatch):
+    from nncodec import _atomic
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(_atomic.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    dst = tmp_path / "out.bin"
+    with _atomic.atomic_path(dst) as tmp:
+        # the name is reserved but the file is not there: the writer creates it (no truncation)
+        assert not os.path.exists(tmp) and os.path.dirname(tmp) == str(tmp_path)
+        with open(tmp, "wb") as f:
+            f.write(b"new")
+    assert dst.read_bytes() == b"new" and synced == []  # a new path: nothing to lose, no flush
+    with _atomic.atomic_path(dst) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(b"newer")
+    assert dst.read_bytes() == b"newer" and len(synced) == 1  # replacing: flushed before the rename
+    with pytest.raises(RuntimeError):
+        with _atomic.atomic_path(dst) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"partial")
+            raise RuntimeError("interrupted")
+    assert dst.read_bytes() == b"newer" and os.listdir(tmp_path) == ["out.bin"]
+    with pytest.raises(RuntimeError):  # failing before the writer created the file leaves nothing either
+        with _atomic.atomic_path(tmp_path / "other.bin"):
+            raise RuntimeError("early")
+    assert os.listdir(tmp_path) == ["out.bin"]
