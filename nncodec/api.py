@@ -17,6 +17,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import io
+import bisect
 import math
 import mmap
 import os
@@ -324,7 +325,9 @@ def _info_from_record(rec: C.Record, limits: Limits, what: str) -> TensorInfo:
 class Reader:
     """A .nnc file opened lazily: tensors are decoded only when asked for.
 
-    The file is memory-mapped; reading one tensor touches only its record.
+    The file is memory-mapped; reading one tensor touches only its record. A URL is read
+    by range requests instead (:mod:`nncodec.remote`): each tensor costs about its record's
+    bytes, and :attr:`remote` counts what was fetched.
     Use it as a mapping (``keys()``, ``reader[name]``, ``in``, ``len``) and
     close it (or use ``with``) when done.
     """
@@ -332,11 +335,19 @@ class Reader:
     def __init__(self, path, *, limits: Limits = DEFAULT_LIMITS, verify_checksums: bool = True,
                  threads: int | None = None):
         #: whether payload checksums are verified (the record's, or each chunk's as it is decoded)
+        from . import remote
+
+        self._remote = None
+        self._heads: dict = {}
+        path = remote.local_path(path)
         self.path = os.fspath(path)
         self._limits = limits
         self.threads = resolve_threads(threads)
         self._verify = verify_checksums
         what = self.path
+        if remote.is_url(self.path):
+            self._open_remote(remote)
+            return
         try:
             self._file = builtins.open(self.path, "rb")
         except OSError as e:
@@ -347,28 +358,63 @@ class Reader:
                 raise TruncatedError(f"{what}: the file is empty (an interrupted download or copy?)")
             self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
             self._buf = memoryview(self._mm)
+            #: the file's length in bytes
+            self.file_size = size
             C.read_file_header(C.Source(self._buf, what=what))
             index_offset = C.read_trailer(self._buf, what)
             src = C.Source(self._buf[: len(self._buf) - TRAILER_SIZE], pos=index_offset, what=what)
-            rec = C.read_record(src, limits)
-            if rec.kind != KIND_INDEX:
-                raise CorruptError(f"{what}: trailer points at a {KIND_NAMES.get(rec.kind, 'unknown')} record, not the index")
-            if rec.end != len(self._buf) - TRAILER_SIZE:
-                raise CorruptError(f"{what}: bytes between the index and the trailer")
-            self._index_offset = index_offset
-            self._tensors, self._aliases, meta_off = _parse_index(rec.header, index_offset, what, limits)
-            self.metadata = {}
-            if meta_off is not None:
-                mrec = self._record(meta_off, KIND_META)
-                self.metadata = _check_metadata(mrec.header.get("metadata"), what, limits)
+            self._read_index(src, index_offset, len(self._buf) - TRAILER_SIZE)
         except BaseException:
             self.close()
             raise
 
+    def _open_remote(self, remote) -> None:
+        """A URL: the file is read by byte ranges (:mod:`nncodec.remote`)."""
+        self._buf = self._mm = self._file = None
+        try:
+            rf = self._remote = remote.RemoteFile(self.path)
+            self.path = rf.what  # messages never show credentials in a query string
+            self.file_size = rf.size
+            index_offset = rf.open_index()
+            end = rf.size - TRAILER_SIZE
+            self._read_index(rf.source(index_offset, end, end), index_offset, end)
+        except BaseException:
+            self.close()
+            raise
+
+    def _read_index(self, src, index_offset: int, end: int) -> None:
+        what, limits = self.path, self._limits
+        rec = C.read_record(src, limits)
+        if rec.kind != KIND_INDEX:
+            raise CorruptError(f"{what}: trailer points at a {KIND_NAMES.get(rec.kind, 'unknown')} record, not the index")
+        if rec.end != end:
+            raise CorruptError(f"{what}: bytes between the index and the trailer")
+        self._index_offset = index_offset
+        self._tensors, self._aliases, meta_off = _parse_index(rec.header, index_offset, what, limits)
+        self._starts = list(self._tensors.values()) if self._remote is not None else None
+        self.metadata = {}
+        if meta_off is not None:
+            mrec = self._record(meta_off, KIND_META)
+            self.metadata = _check_metadata(mrec.header.get("metadata"), what, limits)
+
+    @property
+    def remote(self):
+        """The :class:`nncodec.remote.RemoteFile` of a file opened by URL (its ``bytes_fetched`` and
+        ``requests`` count what was read), else None."""
+        return self._remote
+
+    def _source(self, offset: int, lazy: bool = False) -> C.Source:
+        """The bytes from ``offset`` up to the index, for reading one record. A remote file fetches
+        the span up to the next tensor record at once (``lazy``: the record header only)."""
+        if self._remote is None:
+            return C.Source(self._buf[: self._index_offset], pos=offset, what=self.path)
+        i = bisect.bisect_right(self._starts, offset)
+        span_end = self._starts[i] if i < len(self._starts) else self._index_offset
+        return self._remote.source(offset, self._index_offset, span_end, lazy=lazy)
+
     def _record(self, offset: int, kind: int, name: str | None = None) -> C.Record:
         what = self.path
-        src = C.Source(self._buf[: self._index_offset], pos=offset, what=what)
-        rec = C.read_record(src, self._limits, verify_payload=self._verify, expect_name=name)
+        rec = C.read_record(self._source(offset), self._limits, verify_payload=self._verify, expect_name=name)
         if rec.kind != kind:
             raise CorruptError(
                 f"{what}: index points at a {KIND_NAMES.get(rec.kind, 'unknown')} record at offset {offset}, "
@@ -387,9 +433,12 @@ class Reader:
             raise KeyError(name) from None
         if verify:
             rec = self._record(off, KIND_TENSOR, name)
-        else:
-            src = C.Source(self._buf[: self._index_offset], pos=off, what=self.path)
-            rec = C.read_record(src, self._limits, verify_payload=False, expect_name=name)
+        elif self._remote is not None and off in self._heads:
+            rec = self._heads[off]
+        else:  # a remote record: its header only, the payload fetched by the slices asked for
+            rec = C.read_record(self._source(off, lazy=True), self._limits, verify_payload=False, expect_name=name)
+            if self._remote is not None:
+                self._heads[off] = rec
             if rec.kind != KIND_TENSOR:
                 raise CorruptError(f"{self.path}: index points at a {KIND_NAMES.get(rec.kind, 'unknown')} record "
                                    f"at offset {off}, expected a tensor record")
@@ -418,7 +467,9 @@ class Reader:
         return _tensor_from_record(rec, self._limits, self.path, self.threads)[1]
 
     def info(self, name: str) -> TensorInfo:
-        rec = self._tensor_record(name)
+        """What the record of ``name`` says. A local file's record is checksummed whole; of a remote
+        file only the header is fetched (and its checksum verified), not the payload."""
+        rec = self._tensor_record(name, verify=self._remote is None)
         info = _info_from_record(rec, self._limits, self.path)
         if name in self._aliases:
             info = dataclasses.replace(info, name=name, alias_of=self._aliases[name])
@@ -466,6 +517,10 @@ class Reader:
         if start == stop:
             return np.empty((0, *rest), dtypes.to_numpy(spec.dtype))
         if chunks is None or pipe.array_stages or (start == 0 and stop == n):
+            if self._remote is not None:
+                from .remote import materialize
+
+                rec = materialize(rec)
             if self._verify:
                 _check_payload_crc(rec, what)
             arr = _tensor_from_record(rec, self._limits, self.path, self.threads)[1]
@@ -481,10 +536,14 @@ class Reader:
         out = np.empty((stop - start, *rest), dtypes.to_numpy(spec.dtype))
         touched = [i for i, (a, b) in enumerate(table.bounds) if a < stop and b > start]
         verify = self._verify
+        base = 0
+        if self._remote is not None:  # a remote payload: one range request for the touched pieces
+            base = table.offsets[touched[0]]
+            payload = payload[base:table.offsets[touched[-1]] + table.sizes[touched[-1]]]
 
         def piece(i):
             a, b = table.bounds[i]
-            data = table.piece(payload, i)
+            data = payload[table.offsets[i] - base:table.offsets[i] - base + table.sizes[i]]
             if verify:
                 check_piece_crc(data, table, i, what)
             ps = ArraySpec(spec.dtype, (b - a, *rest))
@@ -507,6 +566,9 @@ class Reader:
         return out
 
     def close(self) -> None:
+        rf = getattr(self, "_remote", None)
+        if rf is not None:
+            rf.close()
         buf = getattr(self, "_buf", None)
         if buf is not None:
             buf.release()
@@ -561,7 +623,11 @@ def _parse_index(h: dict, index_offset: int, what: str, limits: Limits):
 def open(path, *, limits: Limits = DEFAULT_LIMITS, verify_checksums: bool = True,  # noqa: A001
          threads: int | None = None) -> Reader:
     """Open a .nnc file for lazy reading by tensor name; chunked tensors decode on
-    ``threads`` threads (None: every core)."""
+    ``threads`` threads (None: every core).
+
+    ``path`` may be a URL (``https://...``, or ``s3://...`` etc. with that fsspec backend
+    installed): the file is then read by range requests, fetching the trailer, the index and
+    the records asked for only (:mod:`nncodec.remote`)."""
     return Reader(path, limits=limits, verify_checksums=verify_checksums, threads=threads)
 
 
