@@ -365,7 +365,8 @@ def test_lossy_folder_and_output_names(tmp_path, capsys):
             if v.dtype.kind == "f" or n == "embeddings.norm":
                 part[n] = (rng.standard_normal(v.shape) * 0.05).astype(v.dtype)
         write_checkpoint(src / name, Checkpoint(tensors=part, metadata={"format": "pt"}), "safetensors")
-    assert main(["encode", "-q", str(src), str(enc), "--bits", "4", "--lossy", "*.weight"]) == 0
+    # shards of 656 float parameters: --bits 4 (328 bytes a shard) is below what the container takes
+    assert main(["encode", "-q", str(src), str(enc), "--snr", "30", "--lossy", "*.weight"]) == 0
     info = folders.folder_info(enc)
     assert info["total"]["lossy"] >= 2 and info["total"]["nnc_bytes"] < info["total"]["source_bytes"]
     assert main(["decode", "-q", str(enc), str(back)]) == 0

@@ -218,8 +218,9 @@ last_passes: list = []
 HOLD_BYTES = 1 << 28
 #: coding passes a whole-file target may take (each codes every rate-allocated tensor)
 MAX_PASSES = 6
-#: a pass this close to the target ends the search
-AIM = 0.0015
+#: the passes aim at the target less this fraction of it, and end once a file lands in
+#: [target x (1 - options.RATE_TOLERANCE), target]
+AIM = 0.0025
 
 
 def float_elements(tensors: dict) -> int:
@@ -246,8 +247,10 @@ def _code_to_size(tensors: dict, opts: EncodeOptions, limits: Limits, threads: i
     allocated tensors' budget. Each pass codes them, measures the exact file, corrects each
     tensor's measured curve by the rate its coder really spent (one factor per tensor) and
     scales every step by one factor so that the corrected curves meet the budget; the first
-    correction also re-allocates at equal slope. The passes stop within :data:`AIM` of the
-    target; the file kept is the pass closest to it (within options.RATE_TOLERANCE).
+    correction also re-allocates at equal slope. The passes aim just below the target
+    (:data:`AIM`) and stop once a file lands in [target x (1 - RATE_TOLERANCE), target]; else
+    the file kept is the pass closest to the aim, if within RATE_TOLERANCE of the target
+    (a UsageError otherwise).
     """
     target = opts.target
     names = list(tensors)
@@ -337,7 +340,7 @@ def _code_to_size(tensors: dict, opts: EncodeOptions, limits: Limits, threads: i
     choice = None
     last_passes.clear()
     for it in range(MAX_PASSES):
-        budget = 8.0 * (T - base)
+        budget = 8.0 * (T * (1 - AIM) - base)
         if it < 2:
             choice = choose({n: (c[0], c[1] * k[n], *c[2:]) for n, c in curves.items()}, budget)
         c = solve(choice, budget)
@@ -354,9 +357,11 @@ def _code_to_size(tensors: dict, opts: EncodeOptions, limits: Limits, threads: i
         rec = {n: tensor_record_bytes(n, coded(n, r), n in targets) for n, r in res.items()}
         size = file_size(rec)
         last_passes.append((it, size, T, c))
-        if best is None or abs(size - T) < best[0]:
-            best = (abs(size - T), size, res)
-        if abs(size - T) <= AIM * T:
+        inside = T * (1 - RATE_TOLERANCE) <= size <= T
+        rank = (not inside, abs(size - T * (1 - AIM)))
+        if best is None or rank < best[0]:
+            best = (rank, size, res)
+        if inside:
             break
         for n, r in res.items():  # calibrate each curve at the step coded, and the record overheads
             est = rate_at(curves[n], steps[n])
@@ -366,8 +371,8 @@ def _code_to_size(tensors: dict, opts: EncodeOptions, limits: Limits, threads: i
             over[n] = rec[n] - len(r[1])
         base = file_size({n: over[n] for n in free})
         del res
-    err, size, res = best
-    if err > RATE_TOLERANCE * T:
+    _, size, res = best
+    if abs(size - T) > RATE_TOLERANCE * T:
         if size > T:
             raise UsageError(f"{what} could not be met: the smallest file coded is {size:,} bytes "
                              f"({8 * size / max(n_float, 1):.3f} bits per parameter); ask for more")
