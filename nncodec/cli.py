@@ -391,7 +391,8 @@ def warn_unmatched(a, names) -> None:
 
 def rate_of(a):
     """The rate options of an encode command line, or None when it is lossless."""
-    rate = {k: getattr(a, k) for k in ("bits", "snr", "step", "max_error", "preset") if getattr(a, k, None) is not None}
+    rate = {k: getattr(a, k) for k in ("bits", "size", "ratio", "snr", "step", "max_error", "preset")
+            if getattr(a, k, None) is not None}
     return rate or None
 
 
@@ -443,7 +444,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--format", choices=["safetensors", "torch", "npz"], help="input format (default: detected from the bytes)")
     e.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="add user metadata (repeatable)")
     rate = e.add_mutually_exclusive_group()
-    rate.add_argument("--bits", type=float, metavar="B", help="average bits per weight over the lossy tensors")
+    rate.add_argument("--bits", type=float, metavar="B",
+                      help="bits per float parameter of the whole file (8 x file bytes / float elements), within 0.5%%")
+    rate.add_argument("--size", metavar="SIZE", help="file size within 0.5%%: bytes, or 12MB (10^6), 11.5MiB (2^20)")
+    rate.add_argument("--ratio", type=float, metavar="R", help="tensor bytes / file bytes, within 0.5%%")
     rate.add_argument("--snr", type=float, metavar="DB", help="weight SNR in dB over the lossy tensors")
     rate.add_argument("--step", type=float, metavar="D", help="one quantization step for every lossy tensor")
     rate.add_argument("--max-error", type=float, metavar="E", help="no weight changes by more than E")
