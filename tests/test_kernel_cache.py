@@ -349,3 +349,22 @@ def test_block_coders_agree_on_good_and_damaged_blocks(n, p, seed, damage):
             t, mean = k.multi_table(single)
             got.append((t.tobytes(), mean))
     assert got[-2] == got[-1]
+
+
+def test_loading_kernels_does_not_import_scipy_linalg_and_user_blas_still_works():
+    pytest.importorskip("scipy")
+    code = (
+        "import sys, numpy as np, numba, nncodec\n"
+        "a = np.random.default_rng(0).standard_normal((600, 600)).astype(np.float32)\n"
+        "assert np.array_equal(nncodec.decode_bytes(nncodec.encode_tensors({'a': a}))['a'], a)\n"
+        "assert 'numba.np.arraymath' in sys.modules\n"
+        "assert 'scipy.linalg' not in sys.modules, 'the kernels pulled in scipy.linalg'\n"
+        "@numba.njit\n"
+        "def dot(x, y):\n"
+        "    return np.dot(x, y)\n"
+        "assert dot(np.ones(3), np.ones(3)) == 3.0  # numba's own BLAS check is back for user code\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, NNCODEC_JIT="always")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]

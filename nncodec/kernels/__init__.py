@@ -112,8 +112,44 @@ def configure() -> None:
     from numba.core import config
 
     config.CACHE_DIR = cache_dir()
+    _skip_blas_probe()
     if _notice["enabled"]:
         _install_listener()
+
+
+_blas = {"done": False}
+
+
+def _skip_blas_probe() -> None:
+    """Load ``numba.np.arraymath`` without its import-time BLAS probe.
+
+    Numba loads that module when the first kernel is loaded from the cache, and
+    the module's import asks whether SciPy's BLAS is there by importing
+    ``scipy.linalg`` (0.4 s and more where SciPy is installed, most of a cold
+    decode); no nncodec kernel does linear algebra. The probe is answered "yes"
+    while the module loads, then the real check is put back: compiled code that
+    does use BLAS still checks for SciPy when it is compiled. Nothing else changes.
+    """
+    if _blas["done"] or "numba.np.arraymath" in sys.modules:
+        return
+    with _lock:
+        if _blas["done"]:
+            return
+        _blas["done"] = True
+        try:
+            from numba.np import linalg
+        except Exception:  # a Numba without this layout: leave it alone
+            return
+        real = getattr(linalg, "ensure_blas", None)
+        if real is None:
+            return
+        linalg.ensure_blas = lambda: None
+        try:
+            import numba.np.arraymath  # noqa: F401
+        except Exception:
+            pass  # Numba will import it (with its probe) when it needs it
+        finally:
+            linalg.ensure_blas = real
 
 
 # ------------------------------------------------------------ first-use notice
