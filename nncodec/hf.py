@@ -156,6 +156,7 @@ def _resolve(folder: str, doc: dict, group: dict) -> tuple:
 
 _lock = threading.RLock()
 _on = False
+_served = threading.local()  # .count: encoded folders the resolver hook served on this thread
 _saved: dict = {}  # (module, attribute) -> the original function
 
 
@@ -178,7 +179,9 @@ def _hook_resolve(original):
                     doc = _check_folder(folder)
                     names = _weight_names(mu, a.get("variant"), a.get("use_safetensors"),
                                           a.get("transformers_explicit_filename"))
-                    return _resolve(folder, doc, _pick_group(doc, names))
+                    out = _resolve(folder, doc, _pick_group(doc, names))
+                    _served.count = getattr(_served, "count", 0) + 1
+                    return out
         return original(*args, **kwargs)
 
     _get_resolved_checkpoint_files.__wrapped__ = original
@@ -373,8 +376,17 @@ def from_pretrained(model_class, path, *model_args, **kwargs):
     sub = kwargs.get("subfolder") or ""
     _check_folder(os.path.join(path, sub) if sub else path)
     kwargs = _dtype_keywords(transformers, kwargs)
+    before = getattr(_served, "count", 0)
     with enable():
-        return model_class.from_pretrained(path, *model_args, **kwargs)
+        try:
+            return model_class.from_pretrained(path, *model_args, **kwargs)
+        except OSError as e:
+            if getattr(_served, "count", 0) != before:
+                raise
+            raise UnsupportedError(f"{path}: transformers {transformers.__version__} did not look for the weight "
+                                   f"files through modeling_utils._get_resolved_checkpoint_files as nncodec.hf "
+                                   f"expects ({str(e)[:300]}); decode the folder with nncodec decode and load "
+                                   f"the result as usual") from e
 
 
 # ------------------------------------------------------------------ saving

@@ -152,6 +152,22 @@ def test_decode_then_plain_from_pretrained(llama, tmp_path):
     assert torch.equal(_logits(back, _ids()), _logits(model, _ids()))
 
 
+def test_torch_bin_folder_with_tied_storage(tmp_path):
+    """A pytorch_model.bin folder: tied tensors share storage in the pickle (an alias in the .nnc)."""
+    model = _bert()
+    src = tmp_path / "model"
+    model.save_pretrained(src)
+    os.remove(src / "model.safetensors")
+    sd = model.state_dict()
+    assert sd["cls.predictions.decoder.weight"].data_ptr() == sd["bert.embeddings.word_embeddings.weight"].data_ptr()
+    torch.save(sd, src / "pytorch_model.bin")
+    nnc = tmp_path / "nnc"
+    folders.encode_folder(src, nnc)
+    assert folders.read_folder_index(nnc)["groups"][0]["format"] == "torch"
+    back = hf.from_pretrained(BertForMaskedLM, nnc)
+    assert torch.equal(_logits(back, _ids(3)), _logits(model, _ids(3)))
+
+
 # ------------------------------------------------------------------ enable()
 
 
@@ -204,10 +220,18 @@ def test_context_manager_restores(llama):
 # ------------------------------------------------------------------ save_pretrained
 
 
+class _Tokenizer:
+    def save_pretrained(self, folder):
+        with open(os.path.join(folder, "tokenizer.json"), "w") as f:
+            f.write('{"version": "1.0"}')
+
+
 def test_save_pretrained_then_from_pretrained(tmp_path):
     model = _llama(tie=True)
-    doc = hf.save_pretrained(model, tmp_path / "out", max_shard_size=SHARD)
+    doc = hf.save_pretrained(model, tmp_path / "out", max_shard_size=SHARD, tokenizer=_Tokenizer())
     assert len(doc["groups"][0]["shards"]) >= 3
+    assert (tmp_path / "out" / "tokenizer.json").read_text() == '{"version": "1.0"}'
+    assert {"config.json", "generation_config.json", "tokenizer.json"} <= {e["file"] for e in doc["files"]}
     assert folders.is_encoded_folder(tmp_path / "out")
     assert sorted(os.listdir(tmp_path)) == ["out"]  # the temporary folder is gone
     back = hf.from_pretrained(LlamaForCausalLM, tmp_path / "out")
@@ -309,3 +333,14 @@ def test_import_nncodec_imports_neither():
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_transformers_that_bypasses_the_hook_is_named(llama, monkeypatch):
+    """Where transformers finds weights some other way, the error says so (not 'no model.safetensors')."""
+    from nncodec.errors import UnsupportedError
+
+    _, _, nnc, _ = llama
+    monkeypatch.setattr(hf, "is_encoded_folder", lambda path: False)  # the hook never serves the folder
+    with pytest.raises(UnsupportedError, match="nncodec decode"):
+        hf.from_pretrained(LlamaForCausalLM, nnc)
+    assert _restored()
