@@ -396,6 +396,30 @@ def rate_of(a):
     return rate or None
 
 
+def _is_url(path: str) -> bool:
+    """An input given as a URL (``https://...``, ``s3://...``; not ``file://``): read by range requests."""
+    from .remote import is_url
+
+    return is_url(path)
+
+
+def _local(path: str) -> str:
+    """``file:///a/b.nnc`` as the path ``/a/b.nnc``."""
+    from .remote import local_path
+
+    return local_path(path)
+
+
+def _remote_size(url: str) -> int:
+    from .remote import RemoteFile
+
+    rf = RemoteFile(url)
+    try:
+        return rf.size
+    finally:
+        rf.close()
+
+
 def _size_of(path) -> int:
     try:
         return os.path.getsize(path)
@@ -466,7 +490,8 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("decode", help="decode a .nnc file to a checkpoint",
                        description="Decode a .nnc file to a checkpoint. The format written is --format if given, "
                        "else the output extension, else the format the file was encoded from.")
-    d.add_argument("input", help=".nnc file, - for stdin, or a folder nncodec encode wrote")
+    d.add_argument("input", help=".nnc file, - for stdin, a URL (https://, s3://, ...: read by range requests), "
+                                 "or a folder nncodec encode wrote")
     d.add_argument("output", help="checkpoint to write (written atomically), - for stdout; a folder for an "
                    "encoded folder")
     d.add_argument("--format", choices=["safetensors", "torch", "torch-legacy", "npz"],
@@ -479,7 +504,7 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="list the tensors of a .nnc file",
                        description="List the tensors of a .nnc file: dtype, shape, pipeline, stored bytes, "
                        "ratio (stored / raw) and bits per value.")
-    i.add_argument("input", help=".nnc file, - for stdin, or an encoded folder")
+    i.add_argument("input", help=".nnc file, - for stdin, a URL (https://, s3://, ...), or an encoded folder")
     i.add_argument("--json", action="store_true", help="print JSON for scripts")
     _engine_args(i)
 
@@ -590,8 +615,10 @@ def cmd_decode(a) -> int:
     st = a._streams
     fmt = a.format or ("safetensors" if a.output == "-" else None)
     dst = st.output(a.output, fmt)
-    src = a._input_path = st.input(a.input, "INPUT")
-    check_input(src, "nnc")
+    src = a._input_path = _local(st.input(a.input, "INPUT"))
+    url = _is_url(src)
+    if not url:  # a URL is checked as it is read
+        check_input(src, "nnc")
     names = set()
 
     def count(name, done, total):
@@ -607,14 +634,17 @@ def cmd_decode(a) -> int:
         prog.close()
     dt = time.perf_counter() - t0
     st.emit()
-    if a.salvage:
+    in_bytes = None if url else _size_of(src)
+    if a.salvage and not url:
         tensors = len(names)
+    elif a.salvage:
+        tensors, in_bytes = len(names), _remote_size(src)
     else:
         with nopen(src, limits=_limits(a)) as r:
-            tensors = len(r)
+            tensors, in_bytes = len(r), r.file_size
     out = _size_of(dst)
     report(a, {"command": "decode", "input": a.input, "output": a.output, "format": fmt,
-               "input_bytes": _size_of(src), "output_bytes": out, "tensors": tensors, "salvage": bool(a.salvage),
+               "input_bytes": in_bytes, "output_bytes": out, "tensors": tensors, "salvage": bool(a.salvage),
                "seconds": round(dt, 3)},
            f"{_shown(a.input)} -> {_shown(a.output, True)} ({fmt}): {_human(out)}, {dt:.2f} s")
     return 0
@@ -634,12 +664,14 @@ def cmd_info(a) -> int:
         from . import folders_cli
 
         return folders_cli.info(a)
-    src = a._streams.input(a.input, "INPUT")
-    check_input(src, "readable")
+    src = _local(a._streams.input(a.input, "INPUT"))
+    if not _is_url(src):  # a URL is checked as it is read: its trailer, index and record headers
+        check_input(src, "readable")
     entropy = {}
     with nopen(src, limits=_limits(a), threads=a.threads) as r:
         infos = r.infos()
         md = r.metadata
+        size = r.file_size
         for t in infos:
             if t.alias_of is None and t.pipeline.array_stages and t.size:
                 entropy[t.name] = _entropy_bits_per_weight(r.levels(t.name), t.size)
@@ -657,7 +689,6 @@ def cmd_info(a) -> int:
         })
     total_raw = sum(t.raw_bytes for t in infos if t.alias_of is None)
     total_stored = sum(t.stored_bytes for t in infos if t.alias_of is None)
-    size = os.path.getsize(src)
     if a.json:
         json.dump({"file": a.input, "file_bytes": size, "metadata": md, "tensors": rows,
                    "raw_bytes": total_raw, "stored_bytes": total_stored}, sys.stdout, indent=1)

@@ -114,23 +114,37 @@ def decode_file(src, dst, *, format: str | None = None, limits: Limits = DEFAULT
     ``threads`` decode tensors and chunks in parallel (None: every core); a safetensors
     output is written in place, tensor by tensor, with memory bounded by a few chunks
     per thread (plus the largest lossy tensor).
+
+    ``src`` may be a URL (``https://...``; ``s3://...`` etc. with the fsspec backend): it is
+    read by range requests, record by record (:mod:`nncodec.remote`), and only ``dst`` is
+    written locally.
     """
-    src, dst = os.fspath(src), os.fspath(dst)
-    if not os.path.isfile(src):
+    from . import remote
+
+    src, dst = remote.local_path(os.fspath(src)), os.fspath(dst)
+    url = remote.is_url(src)
+    if not url and not os.path.isfile(src):
         raise UsageError(f"{src}: no such file")
+    inputs = [] if url else [src]
     threads = resolve_threads(threads)
     if not salvage:
         with Reader(src, limits=limits, threads=threads) as r:
             md = dict(r.metadata)
             fmt = output_format(dst, md.get(nio.SOURCE_FORMAT_KEY), format)
-            with atomic_path(dst, inputs=[src]) as tmp:
+            with atomic_path(dst, inputs=inputs) as tmp:
                 if fmt == "safetensors":
                     _decode_to_safetensors(r, tmp, md, threads, progress)
                 else:  # torch, npz: each tensor decoded as the writer reaches it, then let go
                     nio.write_checkpoint(tmp, _deferred_checkpoint(r, md, fmt, progress), fmt)
             return fmt
-    stream = iter_decode(src, limits=limits, salvage=salvage, threads=threads)
-    total = os.path.getsize(src)
+    if url:  # read in order, in large ranges
+        rf = remote.RemoteFile(src)
+        stream = iter_decode(rf.stream(), limits=limits, salvage=salvage, threads=threads)
+        stream._src.what = rf.what
+        total = rf.size
+    else:
+        stream = iter_decode(src, limits=limits, salvage=salvage, threads=threads)
+        total = os.path.getsize(src)
     report = None if progress is None else (lambda name: progress(name, stream.bytes_read, total))
     tensors, aliases = nio.gather(stream, report)
     md = dict(stream.metadata)
@@ -144,7 +158,7 @@ def decode_file(src, dst, *, format: str | None = None, limits: Limits = DEFAULT
             structure_root(ck)
         except UsageError:  # the recorded structure names tensors lost with the damage
             md.pop(STRUCTURE_KEY, None)  # what was recovered is written as a flat state dict
-    with atomic_path(dst, inputs=[src]) as tmp:
+    with atomic_path(dst, inputs=inputs) as tmp:
         nio.write_checkpoint(tmp, ck, fmt)
     return fmt
 
@@ -155,7 +169,7 @@ def _deferred_checkpoint(r: Reader, md: dict, fmt: str, progress) -> "nio.Checkp
     the writer loads it, and its record's pages are given back once it is written."""
     from .api import _tensor_spec
 
-    total = os.path.getsize(r.path)
+    total = r.file_size
     tensors = {}
     for name in r._tensors:
         rec = r._tensor_record(name, verify=False)  # the header: the payload is verified when decoded
@@ -219,7 +233,7 @@ def _decode_to_safetensors(r: Reader, path: str, md: dict, threads: int, progres
     done = [0]
     spans: dict = {}
 
-    with open(path, "wb") as f:
+    with open(path, "w+b") as f:  # read too: an alias is copied from its target's bytes
         fd = f.fileno()
         f.write(head)
         f.flush()
@@ -237,6 +251,10 @@ def _decode_to_safetensors(r: Reader, path: str, md: dict, threads: int, progres
                 base = offsets[name]
                 if pipe.array_stages or chunks is None:
                     def whole(rec=rec, spec=spec, pipe=pipe, ctx=ctx, base=base, chunks=chunks, name=name):
+                        if r.remote is not None:  # fetched here, on the worker thread
+                            from .remote import materialize
+
+                            rec = materialize(rec)
                         if verify:
                             _check_record_crc(rec, r.path, name)
                         if pipe.array_stages:

@@ -25,6 +25,7 @@ a :class:`~nncodec.errors.TruncatedError`; a flipped byte a
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 import threading
 import urllib.parse
@@ -158,13 +159,13 @@ class RemoteFile:
     :attr:`requests`). The first and last few KiB are kept; everything else is fetched
     when asked for and not kept."""
 
-    def __init__(self, url: str, *, full_download_limit: int = FULL_DOWNLOAD_LIMIT):
+    def __init__(self, url: str, *, full_download_limit: int | None = None):
         self.url = url
         self.what = _show(url)
         self.bytes_fetched = 0
         self.requests = 0
         self._lock = threading.Lock()
-        self._limit = full_download_limit
+        self._limit = FULL_DOWNLOAD_LIMIT if full_download_limit is None else full_download_limit
         self._whole = None
         self._file = None
         self._pinned: list = []  # (start, bytes) kept for the life of the file
@@ -247,6 +248,13 @@ class RemoteFile:
         self._pinned.append((start, data))
         return data
 
+    def stream(self, block: int = 4 << 20):
+        """The file as a readable stream from its start, fetched in ranges of ``block`` bytes or
+        more (for reading in order, as ``iter_decode`` does)."""
+        import io
+
+        return io.BufferedReader(_RawStream(self), buffer_size=block)
+
     def close(self) -> None:
         self._pinned = []
         self._whole = None
@@ -278,6 +286,27 @@ class RemoteFile:
 
     def source(self, offset: int, limit: int, span_end: int, *, lazy: bool = False) -> "RangeSource":
         return RangeSource(self, offset, limit, span_end, lazy)
+
+
+class _RawStream(io.RawIOBase):
+    """A raw readable stream over a :class:`RemoteFile` (see :meth:`RemoteFile.stream`)."""
+
+    def __init__(self, rf: RemoteFile):
+        super().__init__()
+        self._rf = rf
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        view = memoryview(b).cast("B")
+        n = min(view.nbytes, self._rf.size - self._pos)
+        if n <= 0:
+            return 0
+        view[:n] = self._rf.fetch(self._pos, self._pos + n)
+        self._pos += n
+        return n
 
 
 class _Tail:

@@ -8,6 +8,10 @@
         rows = f.get_slice("embed.weight")[1000:1010]      # decodes only the pieces holding them
         md = f.metadata()
 
+``filename`` may also be a URL (``https://...``; ``s3://...`` and the like with that fsspec
+backend installed): the file is then read by range requests (:mod:`nncodec.remote`), a
+tensor costing about its record's bytes and a slice about the pieces it touches.
+
 The file is memory-mapped and read lazily (:class:`nncodec.Reader`): a tensor is decoded
 when asked for, and a slice of a chunked record (spec/FORMAT.md 4.2.1) decodes only the
 pieces whose rows the slice's first index meets, each checked against its CRC-32. A record
@@ -348,6 +352,7 @@ def safe_open(filename, framework: str = "pt", device="cpu", *, limits: Limits =
               threads: int | None = None, verify_checksums: bool = True) -> SafeOpen:
     """Open the .nnc file ``filename`` like ``safetensors.safe_open``: ``keys()``,
     ``get_tensor(name)``, ``get_slice(name)[...]``, ``metadata()``, as a context manager.
+    ``filename`` may be a URL (``https://``, ``s3://``, ...), read by range requests.
 
     ``framework`` is ``"pt"`` (torch tensors, moved to ``device``) or ``"np"`` / ``"numpy"``
     (NumPy arrays; ``device`` must be ``"cpu"``). A slice of a chunked record decodes only the
