@@ -75,3 +75,19 @@ def test_compare_overall_counts_only_float_tensors(tmp_path):
     # the int counter's 1e12 of "signal" would lift the overall SNR far above the weight's
     assert overall.snr_db == pytest.approx(wdiff.snr_db)
     assert overall.snr_db < 40 and not overall.exact
+
+
+@pytest.mark.parametrize("header_len", [0x280, 0x380, 0x480, 0x580])
+def test_a_safetensors_header_length_that_looks_like_a_pickle_is_still_safetensors(tmp_path, header_len):
+    import json
+
+    from nncodec.io import detect_format, read_checkpoint
+
+    entry = {"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}
+    body = json.dumps(entry).encode()
+    head = body + b" " * (header_len - len(body))  # padded to the length under test
+    p = tmp_path / "w.safetensors"
+    p.write_bytes(header_len.to_bytes(8, "little") + head + np.arange(4, dtype="<f4").tobytes())
+    assert p.read_bytes()[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+    assert detect_format(p) == "safetensors"
+    assert read_checkpoint(p).tensors["w"].tolist() == [0.0, 1.0, 2.0, 3.0]

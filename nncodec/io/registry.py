@@ -63,7 +63,9 @@ def _is_npz(p: Probe) -> bool:
 
 
 def _is_torch_legacy(p: Probe) -> bool:
-    return p.head[:1] == b"\x80" and len(p.head) >= 2 and p.head[1] in (2, 3, 4, 5)
+    # a pickle's PROTO opcode; a safetensors header length such as 640 (80 02 00 ...) starts
+    # the same way, so a JSON object at byte 8 decides (a legacy file has its magic number there)
+    return p.head[:1] == b"\x80" and len(p.head) >= 2 and p.head[1] in (2, 3, 4, 5) and not _is_safetensors(p)
 
 
 def _is_safetensors(p: Probe) -> bool:
