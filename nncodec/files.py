@@ -10,7 +10,7 @@ import numpy as np
 from . import io as nio
 from ._memory import release, release_array
 from ._atomic import atomic_path
-from .api import Reader, Writer, iter_decode
+from .api import Reader, StreamReader, Writer, iter_decode
 from .chunks import check_piece_crc, ordered, parse_table, resolve_threads
 from .errors import CorruptError, UsageError
 from .format.constants import DEFAULT_LIMITS, Limits
@@ -139,8 +139,7 @@ def decode_file(src, dst, *, format: str | None = None, limits: Limits = DEFAULT
             return fmt
     if url:  # read in order, in large ranges
         rf = remote.RemoteFile(src)
-        stream = iter_decode(rf.stream(), limits=limits, salvage=salvage, threads=threads)
-        stream._src.what = rf.what
+        stream = StreamReader(rf.stream(), limits=limits, salvage=salvage, what=rf.what, threads=threads)
         total = rf.size
     else:
         stream = iter_decode(src, limits=limits, salvage=salvage, threads=threads)

@@ -255,6 +255,37 @@ def test_missing_file_and_bad_host(files, tmp_path, capsys):
         nncodec.open(url)
 
 
+def test_large_index_metadata_and_headers(tmp_path):
+    """An index past the 16 KiB tail, metadata past the 4 KiB head and a record header past the
+    16 KiB probe each cost one more request, and read the same as locally."""
+    rng = np.random.default_rng(3)
+    tensors = {f"block{i:04d}.with.a.long.name.weight": rng.standard_normal(3).astype(np.float32)
+               for i in range(1500)}
+    wide = "wide." + "n" * 20000  # a record header longer than the probe
+    tensors[wide] = rng.integers(0, 256, (300, 8192), dtype=np.uint8)  # 3 pieces
+    md = {"notes": "x" * 20000}
+    (tmp_path / "m.nnc").write_bytes(nncodec.encode_tensors(tensors, metadata=md))
+    srv = _serve(tmp_path)
+    try:
+        with nncodec.open(str(tmp_path / "m.nnc")) as loc, nncodec.open(srv.url("m.nnc")) as r:
+            assert size_ok(loc, r)
+            assert r.metadata == md and r.keys() == loc.keys()
+            assert len(loc._tensor_record(wide, verify=False).header["chunks"]["sizes"]) == 3
+            assert r.spec(wide) == loc.spec(wide)
+            np.testing.assert_array_equal(r.read_rows(wide, 7, 9), tensors[wide][7:9])
+            np.testing.assert_array_equal(r.read_rows(wide, 100, 290), tensors[wide][100:290])
+            np.testing.assert_array_equal(r[wide], tensors[wide])
+            name = "block0777.with.a.long.name.weight"
+            np.testing.assert_array_equal(r[name], tensors[name])
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def size_ok(loc, r) -> bool:
+    return r.file_size == loc.file_size and r.remote.requests >= 3
+
+
 def test_server_without_ranges(files, monkeypatch):
     root, small, _ = files
     srv = _serve(root, ranges=False)
