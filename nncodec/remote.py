@@ -18,8 +18,8 @@ Errors: a missing file (HTTP 404) or a refused request (other 4xx) is a
 (5xx) is a :class:`RemoteError` (an ``OSError``); a remote file shorter than it claims is
 a :class:`~nncodec.errors.TruncatedError`; a flipped byte a
 :class:`~nncodec.errors.CorruptError`. Without fsspec (or aiohttp, for http/https) a
-:class:`~nncodec.errors.UsageError` names the extra to install: ``pip install
-'nncodec-weights[remote]'``.
+:class:`~nncodec.errors.UsageError` names what to install: ``pip install fsspec aiohttp``
+(the ``remote`` extra).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ TAIL_BYTES = 16384
 HEADER_PROBE = 16384
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+)://")
-_INSTALL = "pip install 'nncodec-weights[remote]'"
+_INSTALL = "pip install fsspec aiohttp (or, in a checkout of nncodec, pip install '.[remote]')"
 
 
 class RemoteError(ConnectionError):

@@ -341,5 +341,5 @@ def test_missing_fsspec(monkeypatch):
         return real(name, *a, **k)
 
     monkeypatch.setattr(builtins, "__import__", fake)
-    with pytest.raises(UsageError, match=r"nncodec-weights\[remote\]"):
+    with pytest.raises(UsageError, match=r"pip install fsspec aiohttp"):
         nncodec.open("https://127.0.0.1:9/x.nnc")
