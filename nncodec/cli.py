@@ -593,11 +593,18 @@ def cmd_encode(a) -> int:
     lossy = [t for t in infos if t.pipeline.array_stages]
     n = sum(t.size for t in lossy)
     bpw = 8 * sum(t.stored_bytes for t in lossy) / n if n else None
-    extra = f", {len(lossy)} lossy at {bpw:.2f} bits/weight" if lossy and bpw is not None else ""
+    from . import dtypes as _dt
+
+    n_float = sum(t.size for t in infos if t.alias_of is None and _dt.kind(t.dtype) == "f")
+    bpp = 8 * out / n_float if n_float and out is not None else None  # what --bits targets: the whole file
+    extra = f", {len(lossy)} lossy" if lossy else ""
+    if lossy and bpp is not None:
+        extra += f", {bpp:.3f} bits per float parameter (whole file)"
     report(a, {"command": "encode", "input": a.input, "output": a.output, "input_format": fmt,
                "input_bytes": raw, "output_bytes": out, "ratio": round(out / raw, 6) if raw else None,
                "tensors": len(infos), "lossy_tensors": len(lossy), "lossless": not lossy, "rate": rate_of(a),
-               "bits_per_weight": None if bpw is None else round(bpw, 4), "seconds": round(dt, 3)},
+               "bits_per_weight": None if bpw is None else round(bpw, 4),
+               "bits_per_parameter": None if bpp is None else round(bpp, 4), "seconds": round(dt, 3)},
            f"{_shown(a.input)} -> {_shown(a.output, True)}: {_human(raw)} -> {_human(out)} "
            f"({100 * out / max(raw, 1):.1f}%), {len(infos)} tensors{extra}, {dt:.2f} s")
     return 0
