@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 
 from ..errors import UsageError
@@ -167,10 +168,13 @@ class EncodeOptions:
     quantizer: QuantizerSpec = QuantizerSpec()
     objective: str = "relative"  #: relative (each tensor's error relative to its power) or mse
     lossless_spec: LosslessSpec = LosslessSpec()
+    #: weights of each tensor's distortion in rate allocation: None, "auto", a .npz/.safetensors
+    #: path or a dict name -> scalar or per-input-column vector (nncodec.importance)
+    importance: object = None
 
     #: the flat keywords accepted by :meth:`from_keywords` (and encode_file, the CLI)
     KEYWORDS = ("bits", "size", "ratio", "snr", "step", "max_error", "preset", "keep", "lossy", "overrides",
-                "quantizer", "objective", "dither", "seed", "near_lossless")
+                "quantizer", "objective", "dither", "seed", "near_lossless", "importance")
 
     def __post_init__(self):
         if self.preset is not None and self.preset not in PRESETS:
@@ -179,6 +183,12 @@ class EncodeOptions:
             raise UsageError("max_error needs the scalar quantizer (a lattice bounds the error vector, not each weight)")
         if self.objective not in OBJECTIVES:
             raise UsageError(f"unknown objective {self.objective!r}; choose relative or mse")
+        imp = self.importance
+        if imp is not None and not (isinstance(imp, (str, os.PathLike, dict))):
+            raise UsageError(f"importance = {imp!r}: give 'auto', a .npz or .safetensors file, or a dict "
+                             f"name -> scalar or per-input-column vector")
+        if isinstance(imp, (str, os.PathLike)) and imp != "auto" and not os.path.isfile(imp):
+            raise UsageError(f"importance = {os.fspath(imp)!r}: no such file (or give 'auto')")
 
     @classmethod
     def from_keywords(cls, **kw) -> "EncodeOptions":
@@ -192,7 +202,7 @@ class EncodeOptions:
                    preset=g("preset"), lossless_spec=LosslessSpec(near_lossless=nl),
                    selection=SelectionSpec(tuple(g("keep", ())), tuple(g("lossy", ())), dict(g("overrides", {}))),
                    quantizer=QuantizerSpec(g("quantizer", "scalar"), bool(g("dither", False)), int(g("seed", 0))),
-                   objective=g("objective", "relative"))
+                   objective=g("objective", "relative"), importance=g("importance"))
 
     @property
     def lossless(self) -> bool:

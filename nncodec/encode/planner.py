@@ -102,9 +102,20 @@ def _code_lossy(tensors: dict, opts: EncodeOptions, limits: Limits, threads: int
     ``max_error`` target (whole-file targets: :func:`_code_to_size`)."""
     tick = tick or (lambda label, nbytes, extra=0: None)
     _, fixed, free = _split(tensors, opts)
-    steps = allocate({n: tensors[n] for n in free}, opts, lambda n: tick(f"analysing {n}", tensors[n].nbytes))
+    steps = allocate({n: tensors[n] for n in free}, opts, lambda n: tick(f"analysing {n}", tensors[n].nbytes),
+                     importance=_importance(tensors, opts))
     steps.update(fixed)
     return _code_steps(tensors, steps, opts, limits, threads, tick)
+
+
+def _importance(tensors: dict, opts: EncodeOptions) -> dict:
+    """name -> (scale, columns or None) of ``opts.importance`` over all the tensors (``auto``
+    reads the norm tensors, which are not lossy); see :mod:`nncodec.importance`."""
+    if opts.importance is None:
+        return {}
+    from ..importance import resolve
+
+    return resolve(opts.importance, tensors)
 
 
 #: mantissa width of each float dtype the near-lossless mode rounds
@@ -290,7 +301,7 @@ def _code_to_size(tensors: dict, opts: EncodeOptions, limits: Limits, threads: i
         return out
 
     free_t = {n: tensors[n] for n in free}
-    curves = measure(free_t, opts, lambda n: tick(f"analysing {n}", tensors[n].nbytes))
+    curves = measure(free_t, opts, lambda n: tick(f"analysing {n}", tensors[n].nbytes), _importance(tensors, opts))
     # a free record's bytes besides its payload: first from a representative header, then measured
     over = {}
     for n in free:
