@@ -184,7 +184,7 @@ def load(path) -> dict:
 def save(importance: dict, path) -> None:
     """Write name -> scalar or vector as ``.npz`` (any other extension: ``.safetensors``), float32."""
     path = os.fspath(path)
-    arrays = {k: np.ascontiguousarray(np.asarray(v, dtype=np.float32)) for k, v in importance.items()}
+    arrays = {k: np.array(v, dtype=np.float32, order="C") for k, v in importance.items()}
     if path.endswith(".npz"):
         with open(path, "wb") as f:
             np.savez(f, **arrays)
@@ -220,7 +220,7 @@ def resolve(spec, tensors: dict) -> dict:
         except (TypeError, ValueError):
             raise UsageError(f"{what}: the entry for tensor {name!r} is not numeric") from None
         shape = tuple(np.shape(tensors[name]))
-        if a.ndim > 1 and a.size == 1:
+        if a.size == 1 and a.ndim and not (a.ndim == 1 and len(shape) >= 2 and shape[1] == 1):
             a = a.reshape(())
         if not np.all(np.isfinite(a)) or np.any(a < 0):
             raise UsageError(f"{what}: the entry for tensor {name!r} must be finite and non-negative")
