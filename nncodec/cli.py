@@ -482,6 +482,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="quantizer for lossy tensors (default scalar)")
     e.add_argument("--objective", choices=list(OBJECTIVES), default="relative",
                    help="what rate allocation minimises: each tensor's relative error (default) or the total squared error")
+    e.add_argument("--importance", metavar="FILE|auto",
+                   help="weigh each tensor's error in rate allocation: auto (from the norms feeding each matrix) or "
+                   "a .npz/.safetensors file of per-tensor scalars or per-input-column vectors (spec/RATE.md)")
     e.add_argument("--dither", action="store_true", help="subtractive dither: unbiased reconstruction")
     e.add_argument("--seed", type=int, default=0, help="dither seed (default 0)")
     _engine_args(e)
