@@ -8,6 +8,11 @@ each maps to a NumPy dtype; ``bfloat16`` and the float8 types use the
 E2M1 values (the first in the low nibble). NumPy has no such type, so it is a
 ``uint8`` dtype tagged in its ``metadata`` (:data:`PACKED`); the tag survives
 views, copies and reshapes, and :func:`from_numpy` reads it.
+
+``float6_e2m3fn_x4`` and ``float6_e3m2fn_x4`` are the packed FP6 of safetensors (``F6_E2M3``,
+``F6_E3M2``): four 6-bit values in three bytes. They are tagged ``uint8`` bytes in the same
+way; one element is one byte of the packed stream, so the last dimension counts bytes (3/4
+of the values). nncodec moves the bytes and never unpacks the values.
 """
 
 from __future__ import annotations
@@ -40,14 +45,18 @@ _INFO = {
     "float8_e5m2fnuz": (1, "f"),
     "float4_e2m1fn_x2": (1, "u"),
     "complex64": (8, "c"),
+    "float6_e2m3fn_x4": (1, "u"),
+    "float6_e3m2fn_x4": (1, "u"),
 }
 
 #: the dtypes format 1.2 added (spec/FORMAT.md 4.3); a 1.1 decoder refuses them
-DTYPES_1_2 = ("float8_e8m0fnu", "float8_e4m3fnuz", "float8_e5m2fnuz", "float4_e2m1fn_x2", "complex64")
+DTYPES_1_2 = ("float8_e8m0fnu", "float8_e4m3fnuz", "float8_e5m2fnuz", "float4_e2m1fn_x2", "complex64",
+              "float6_e2m3fn_x4", "float6_e3m2fn_x4")
 #: key of the NumPy dtype metadata that tags a packed dtype's uint8 bytes
 PACKED_KEY = "nncodec.dtype"
-#: packed dtypes: name -> values per element (each element is one byte)
-PACKED = {"float4_e2m1fn_x2": 2}
+#: packed dtypes: name -> (values, bytes): a group of that many values along the last dimension
+#: fills that many bytes (elements); FP4 two values a byte, FP6 four values in three bytes
+PACKED = {"float4_e2m1fn_x2": (2, 1), "float6_e2m3fn_x4": (4, 3), "float6_e3m2fn_x4": (4, 3)}
 
 DTYPE_NAMES = tuple(_INFO)
 

@@ -29,6 +29,9 @@ ST_NAMES = {
     "complex64": "C64", "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8",
     "uint64": "U64", "uint32": "U32", "uint16": "U16", "uint8": "U8", "bool": "BOOL",
 }  # fmt: skip
+#: the 1.2 dtypes torch defines (the packed FP6 ones it has not; they are tested below)
+F6 = ("float6_e2m3fn_x4", "float6_e3m2fn_x4")
+TORCH_1_2 = tuple(n for n in dtypes.DTYPES_1_2 if n not in F6)
 BYTE_TYPES = ("float8_e4m3fn", "float8_e5m2", "float8_e8m0fnu", "float8_e4m3fnuz", "float8_e5m2fnuz",
               "float4_e2m1fn_x2")
 
@@ -120,7 +123,7 @@ def test_every_dtype_roundtrips_bit_exactly(every, capsys):
         assert _same(loaded[k], t), k
     with nncodec.open(nnc) as r:
         stored = {n: r.info(n) for n in r.keys()}
-    for name in dtypes.DTYPES_1_2:
+    for name in TORCH_1_2:
         assert stored[name].dtype == name
         assert stored[name + ".tiny"].dtype == name
     # the compressible ones are coded (byte planes), not stored raw
@@ -155,7 +158,7 @@ def test_every_dtype_to_torch_and_npz(every):
 
 
 def test_torch_save_of_the_new_dtypes_roundtrips(tmp_path):
-    tensors = {n: _tensor(n, (16, 8), i) for i, n in enumerate(dtypes.DTYPES_1_2)}
+    tensors = {n: _tensor(n, (16, 8), i) for i, n in enumerate(TORCH_1_2)}
     src, nnc, back = tmp_path / "m.pt", tmp_path / "m.nnc", tmp_path / "back.pt"
     torch.save(tensors, str(src))
     assert main(["encode", "-q", str(src), str(nnc)]) == 0
@@ -177,7 +180,7 @@ def test_lossy_options_keep_the_new_dtypes_lossless(every):
             if not k.startswith(("float64", "float32", "float16", "bfloat16")):
                 assert got[k] == want[k], (opts, k)
         with nncodec.open(nnc) as r:
-            for name in dtypes.DTYPES_1_2:
+            for name in TORCH_1_2:
                 assert {s.codec_id for s in r.info(name).pipeline.stages} <= {"raw", "planes"}, (opts, name)
 
 
@@ -201,7 +204,7 @@ def _st_file(path, dtype: str, shape, nbytes: int, name="w"):
     return path
 
 
-@pytest.mark.parametrize("dtype", ["F6_E2M3", "F6_E3M2", "C128", "X9", "f32", ""])
+@pytest.mark.parametrize("dtype", ["F6_E2M2", "C128", "X9", "f32", ""])
 def test_unknown_safetensors_dtype_names_tensor_and_dtype(tmp_path, dtype, capsys):
     p = _st_file(tmp_path / "u.safetensors", dtype, [4], 3, name="layer.scale")
     with pytest.raises(UnsupportedError) as ei:
@@ -245,4 +248,174 @@ def test_golden_file_covers_the_new_dtypes():
     raw = open(path, "rb").read()
     assert raw[8:10] == bytes([1, 2])  # written as format 1.2
     with nncodec.open(path) as r:
-        assert {r.info(n).dtype for n in r.keys()} >= set(dtypes.DTYPES_1_2)
+        assert {r.info(n).dtype for n in r.keys()} >= set(TORCH_1_2)
+
+
+# ------------------------------------------------------------------ packed FP6 (F6_E2M3, F6_E3M2)
+# torch and the safetensors Python API cannot write them; the files are written by hand, and
+# safetensors.deserialize (the library's own checks: shape, byte length, whole bytes) reads ours
+
+F6_ST = {"float6_e2m3fn_x4": "F6_E2M3", "float6_e3m2fn_x4": "F6_E3M2"}
+
+
+def _f6_file(path, tensors, metadata=None):
+    """A safetensors file as the library lays it out: {name: (F6 dtype string, shape in values,
+    packed bytes)}, compact JSON padded with spaces to 8 bytes, data in the given order."""
+    header, data = {}, b""
+    if metadata:
+        header["__metadata__"] = metadata
+    for name, (st_dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": st_dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    hb = json.dumps(header, separators=(",", ":")).encode()
+    hb += b" " * (-len(hb) % 8)
+    path.write_bytes(struct.pack("<Q", len(hb)) + hb + data)
+    return path
+
+
+def _f6_tensors(seed=0):
+    rng = np.random.default_rng(seed)
+
+    def packed(n):  # skewed bytes, so the coders have something to find
+        return np.minimum(rng.geometric(0.2, n) - 1, 255).astype(np.uint8).tobytes()
+
+    return {
+        "attn.q": ("F6_E2M3", [64, 128], packed(64 * 96)),
+        "attn.k": ("F6_E3M2", [32, 4], packed(32 * 3)),
+        "vec": ("F6_E2M3", [12], packed(9)),
+        "cube": ("F6_E3M2", [3, 5, 8], packed(3 * 5 * 6)),
+        "empty": ("F6_E3M2", [0, 16], b""),
+        "u8": ("U8", [5], bytes(range(5))),
+        "big": ("F6_E2M3", [1500, 1024], packed(1500 * 768)),  # coded in pieces (chunked records)
+    }
+
+
+@pytest.fixture(scope="module")
+def f6(tmp_path_factory):
+    d = tmp_path_factory.mktemp("f6")
+    src = _f6_file(d / "f6.safetensors", _f6_tensors(), metadata={"format": "mx"})
+    return d, src
+
+
+def test_f6_reads_as_packed_bytes(f6):
+    _, src = f6
+    ck = read_checkpoint(src)
+    a = ck.tensors["attn.q"]
+    assert dtypes.from_numpy(a.dtype) == "float6_e2m3fn_x4" and a.shape == (64, 96)
+    assert dtypes.from_numpy(ck.tensors["attn.k"].dtype) == "float6_e3m2fn_x4"
+    assert ck.tensors["attn.k"].shape == (32, 3)
+    assert ck.tensors["cube"].shape == (3, 5, 6) and ck.tensors["empty"].shape == (0, 12)
+    assert ck.tensors["vec"].shape == (9,)
+    assert a.tobytes() == _f6_tensors()["attn.q"][2]
+
+
+def test_f6_roundtrips_byte_identical(f6):
+    d, src = f6
+    nnc, back = d / "f6.nnc", d / "back.safetensors"
+    assert main(["encode", "-q", str(src), str(nnc)]) == 0
+    assert main(["decode", "-q", str(nnc), str(back)]) == 0
+    assert back.read_bytes() == src.read_bytes()  # header, order, metadata and every data byte
+    with nncodec.open(nnc) as r:
+        assert r.info("attn.q").dtype == "float6_e2m3fn_x4" and r.info("attn.q").shape == (64, 96)
+        assert r.info("cube").dtype == "float6_e3m2fn_x4"
+        assert [s.codec_id for s in r.info("attn.q").pipeline.stages] == ["planes"]
+        assert r.info("attn.q").stored_bytes < 64 * 96
+        assert r.info("big").shape == (1500, 768)
+    # the safetensors library accepts what we wrote, with the same dtype strings, shapes and bytes
+    safetensors = pytest.importorskip("safetensors")
+    got = {n: (t["dtype"], t["shape"], bytes(t["data"])) for n, t in safetensors.deserialize(back.read_bytes())}
+    assert got == {n: (dt, shape, raw) for n, (dt, shape, raw) in _f6_tensors().items()}
+    with safetensors.safe_open(str(back), framework="numpy") as f:
+        assert f.get_slice("attn.q").get_dtype() == "F6_E2M3"
+        assert f.get_slice("attn.q").get_shape() == [64, 128]
+
+
+def test_f6_through_npz_and_back(f6):
+    d, src = f6
+    nnc, npz = d / "f6_npz.nnc", d / "f6.npz"
+    assert main(["encode", "-q", str(src), str(nnc)]) == 0
+    assert main(["decode", "-q", str(nnc), str(npz)]) == 0
+    arrays = read_checkpoint(npz).tensors
+    ref = read_checkpoint(src).tensors
+    for k in ref:
+        assert_same(arrays[k], ref[k])
+        assert dtypes.from_numpy(arrays[k].dtype) == dtypes.from_numpy(ref[k].dtype), k
+    # plain NumPy sees the bytes as uint8; the side member names the dtypes
+    with np.load(npz) as z:
+        assert z["attn.q"].dtype == np.uint8 and z["attn.q"].shape == (64, 96)
+        assert json.loads(str(z["__nncodec_dtypes__"]))["attn.k"] == "float6_e3m2fn_x4"
+    again, out = d / "f6_again.nnc", d / "f6_again.safetensors"
+    assert main(["encode", "-q", str(npz), str(again)]) == 0
+    assert main(["decode", "-q", str(again), str(out)]) == 0
+    assert _tensor_bytes(out) == _tensor_bytes(src)
+
+
+def test_f6_python_api_keeps_the_dtype():
+    a = np.arange(24, dtype=np.uint8).reshape(4, 6).view(dtypes.to_numpy("float6_e3m2fn_x4"))
+    out = nncodec.decode_bytes(nncodec.encode_tensors({"w": a}))
+    assert dtypes.from_numpy(out["w"].dtype) == "float6_e3m2fn_x4"
+    assert_same(out["w"], a)
+    assert dtypes.itemsize("float6_e2m3fn_x4") == 1 and dtypes.PACKED["float6_e2m3fn_x4"] == (4, 3)
+
+
+@pytest.mark.parametrize("shape, nbytes", [([2, 3], 5), ([3], 3), ([2, 6], 9), ([], 1), ([0, 3], 0)])
+def test_f6_last_dimension_not_a_multiple_of_4_is_refused(tmp_path, shape, nbytes):
+    p = _st_file(tmp_path / "odd.safetensors", "F6_E2M3", shape, nbytes, name="q")
+    with pytest.raises(UnsupportedError, match=r"'q'.*F6_E2M3.*last dimension.*multiple of 4"):
+        read_checkpoint(p)
+
+
+def test_f6_wrong_byte_length_is_corrupt(tmp_path):
+    from nncodec.errors import CorruptError
+
+    p = _st_file(tmp_path / "short.safetensors", "F6_E3M2", [2, 8], 11, name="q")
+    with pytest.raises(CorruptError, match=r"'q'.*12 bytes"):
+        read_checkpoint(p)
+
+
+def test_f6_record_that_is_not_whole_groups_is_not_written_as_safetensors(tmp_path):
+    a = np.zeros((2, 4), dtype=dtypes.to_numpy("float6_e2m3fn_x4"))
+    from nncodec.io import Checkpoint, write_checkpoint
+
+    with pytest.raises(UnsupportedError, match=r"'w'.*multiple of 3"):
+        write_checkpoint(tmp_path / "x.safetensors", Checkpoint(tensors={"w": a}), "safetensors")
+    write_checkpoint(tmp_path / "x.npz", Checkpoint(tensors={"w": a}), "npz")  # npz keeps any shape
+    assert_same(read_checkpoint(tmp_path / "x.npz").tensors["w"], a)
+
+
+def test_f6_to_torch_is_refused_clearly(f6, capsys):
+    d, src = f6
+    nnc, pt = d / "f6_pt.nnc", d / "f6.pt"
+    assert main(["encode", "-q", str(src), str(nnc)]) == 0
+    assert main(["decode", "-q", str(nnc), str(pt)]) != 0
+    err = capsys.readouterr().err
+    assert "float6_e2m3fn_x4" in err and "torch" in err and "safetensors or npz" in err, err
+    assert not pt.exists()
+    assert not hasattr(torch, "float6_e2m3fn_x4")
+    import nncodec.torch as nt
+
+    with pytest.raises(UnsupportedError, match=r"'attn.q'.*float6_e2m3fn_x4.*no torch dtype"):
+        nt.load_file(str(nnc))
+
+
+def test_lossy_options_keep_f6_exact(f6):
+    d, src = f6
+    want = _tensor_bytes(src)
+    for i, opts in enumerate((["--snr", "30", "--lossy", "*"], ["--preset", "small", "--step", "0.01"],
+                              ["--max-error", "0.001", "--dither", "--seed", "3"])):
+        nnc, back = d / f"f6_lossy{i}.nnc", d / f"f6_lossy{i}.safetensors"
+        assert main(["encode", "-q", str(src), str(nnc), *opts]) == 0
+        assert main(["decode", "-q", str(nnc), str(back)]) == 0
+        assert _tensor_bytes(back) == want, opts
+        with nncodec.open(nnc) as r:
+            for name in ("attn.q", "attn.k", "big"):
+                assert {s.codec_id for s in r.info(name).pipeline.stages} <= {"raw", "planes", "zstd", "huffman",
+                                                                              "zerorun", "ans"}, (opts, name)
+
+
+def test_golden_file_covers_f6():
+    path = os.path.join(os.path.dirname(__file__), "golden", "dtypes_f6_v1_2.nnc")
+    raw = open(path, "rb").read()
+    assert raw[8:10] == bytes([1, 2])
+    with nncodec.open(path) as r:
+        assert {r.info(n).dtype for n in r.keys()} == set(F6)

@@ -124,11 +124,13 @@ def cases():
                            "zstd": (Pipeline([c("raw")(), c("zstd")(level=3)]), 6)})
     # format 1.2: the dtypes it added (spec/FORMAT.md 4.3), coded losslessly
     out["dtypes_v1_2"] = _dtypes_1_2(c, Pipeline)
+    # format 1.2: the packed FP6 dtypes (safetensors F6_E2M3, F6_E3M2), their bytes coded losslessly
+    out["dtypes_f6_v1_2"] = _dtypes_f6(c, Pipeline)
     return out
 
 
 #: cases written as this format minor version (a file's header records the version that defines it)
-FORMAT_MINOR = {"dtypes_v1_2": 2}
+FORMAT_MINOR = {"dtypes_v1_2": 2, "dtypes_f6_v1_2": 2}
 
 
 def _dtypes_1_2(c, Pipeline):
@@ -155,6 +157,32 @@ def _dtypes_1_2(c, Pipeline):
              "f4": planes("float4_e2m1fn_x2"), "f4_huffman": Pipeline([c("huffman")()]),
              "c64": planes("complex64"), "c64_raw": Pipeline([c("raw")()]), "f4_scalar": Pipeline([c("raw")()]),
              "e8m0_empty": Pipeline([c("raw")()])})
+
+
+def _f6_bytes(rng, rows, values, exp_bits):
+    """Packed FP6 bytes of small-magnitude codes: 4 values in 3 bytes, value i in bits 6i..6i+5
+    of the row's little-endian bit stream (nncodec keeps the bytes, whatever the order)."""
+    from nncodec import dtypes
+
+    code = np.clip(np.rint(np.abs(rng.normal(0, 3, (rows, values)))), 0, 15)  # sign bit 5 set below
+    code = code.astype(np.uint32) | (rng.random(code.shape) < 0.5).astype(np.uint32) << 5
+    g = code.reshape(rows, values // 4, 4)
+    word = g[..., 0] | g[..., 1] << 6 | g[..., 2] << 12 | g[..., 3] << 18
+    out = np.stack([word & 0xFF, word >> 8 & 0xFF, word >> 16], axis=-1).astype(np.uint8)
+    return out.reshape(rows, values // 4 * 3).view(dtypes.to_numpy("float6_e2m3fn_x4" if exp_bits == 2
+                                                                  else "float6_e3m2fn_x4"))
+
+
+def _dtypes_f6(c, Pipeline):
+    rng = np.random.default_rng(40)
+    e2m3 = _f6_bytes(rng, 24, 64, 2)
+    e3m2 = _f6_bytes(rng, 30, 32, 3)
+    return ({"e2m3": e2m3, "e3m2": e3m2, "e2m3_raw": e2m3[:2].copy(), "e3m2_zstd": e3m2[:6],
+             "e2m3_huffman": e2m3[:8], "e3m2_empty": e3m2[:0]},
+            {"e2m3": Pipeline([c("planes").for_dtype("float6_e2m3fn_x4")]),
+             "e3m2": Pipeline([c("planes").for_dtype("float6_e3m2fn_x4")]),
+             "e2m3_raw": Pipeline([c("raw")()]), "e3m2_zstd": Pipeline([c("raw")(), c("zstd")(level=3)]),
+             "e2m3_huffman": Pipeline([c("huffman")()]), "e3m2_empty": Pipeline([c("raw")()])})
 
 
 def _int_or_float(d, shape, seed):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import collections
 
-from ..errors import CorruptError, UnsafePickleError, describe
+from ..errors import CorruptError, UnsafePickleError, UnsupportedError, describe
 
 # --------------------------------------------------------------------------
 # dtype tables
@@ -69,8 +69,21 @@ UNSUPPORTED_TORCH_DTYPES = frozenset(
     "int1 int2 int3 int4 int5 int6 int7 uint1 uint2 uint3 uint4 uint5 uint6 uint7".split()
 )
 
-#: nncodec dtype name -> (legacy storage class or None, canonical torch dtype attribute)
-DTYPE_TO_TORCH = {
+class _TorchDtypes(dict):
+    """The table below; a dtype torch has no counterpart for is refused by name, not a KeyError."""
+
+    __slots__ = ()
+
+    def __missing__(self, name):
+        raise UnsupportedError(
+            f"dtype {name} has no torch dtype (torch has no packed 6-bit float), so a tensor of it "
+            f"cannot be written to a torch checkpoint; write safetensors or npz instead"
+        )
+
+
+#: nncodec dtype name -> (legacy storage class or None, canonical torch dtype attribute); the
+#: packed FP6 dtypes (float6_e2m3fn_x4, float6_e3m2fn_x4) have none and are refused
+DTYPE_TO_TORCH = _TorchDtypes({
     "float64": ("DoubleStorage", "float64"),
     "float32": ("FloatStorage", "float32"),
     "float16": ("HalfStorage", "float16"),
@@ -93,7 +106,7 @@ DTYPE_TO_TORCH = {
     "float8_e5m2fnuz": (None, "float8_e5m2fnuz"),
     "float4_e2m1fn_x2": (None, "float4_e2m1fn_x2"),
     "complex64": ("ComplexFloatStorage", "complex64"),
-}
+})
 
 
 # --------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """NumPy .npz archives, read without pickle.
 
-NumPy has no bfloat16, float8 or packed FP4: such arrays are written as unsigned integers
+NumPy has no bfloat16, float8 or packed FP4/FP6: such arrays are written as unsigned integers
 of the same width and their dtype is recorded in a ``__nncodec_dtypes__.npy``
 member (a JSON string) that this reader uses to restore them.
 
@@ -30,7 +30,7 @@ from .zipread import ZipReader, member_name
 
 _DTYPES_MEMBER = "__nncodec_dtypes__"
 _ML = {"bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e8m0fnu", "float8_e4m3fnuz", "float8_e5m2fnuz",
-       "float4_e2m1fn_x2"}
+       "float4_e2m1fn_x2", "float6_e2m3fn_x4", "float6_e3m2fn_x4"}
 #: a .npy header is a short dict literal; numpy itself refuses headers over 10000 bytes
 _MAX_NPY_HEADER = 10000
 

@@ -7,7 +7,11 @@ tile the data exactly, as the safetensors library requires.
 
 ``F4`` packs two FP4 values per byte and its header shape counts values; it is read
 as torch's ``float4_e2m1fn_x2`` (one byte, two values), so the last dimension is
-halved on read and doubled on write.
+halved on read and doubled on write. ``F6_E2M3`` and ``F6_E3M2`` pack four 6-bit values
+in three bytes; they are read as ``float6_e2m3fn_x4`` / ``float6_e3m2fn_x4`` (one element
+a byte), the last dimension taken times 3/4 on read and 4/3 on write. Only whole groups
+along the last dimension are taken (an FP4 row of even length, an FP6 row of a multiple
+of 4 values), so every row starts on a byte.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ _TO_NAME = {
     "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8", "BOOL": "bool",
     "F8_E8M0": "float8_e8m0fnu", "F8_E4M3FNUZ": "float8_e4m3fnuz", "F8_E5M2FNUZ": "float8_e5m2fnuz",
     "F4": "float4_e2m1fn_x2", "C64": "complex64",
+    "F6_E2M3": "float6_e2m3fn_x4", "F6_E3M2": "float6_e3m2fn_x4",
 }
 _FROM_NAME = {v: k for k, v in _TO_NAME.items()}
 
@@ -97,9 +102,7 @@ def read(path, *, limits: Limits = DEFAULT_LIMITS) -> Checkpoint:
                 raise CorruptError(f"{where}: entry is {describe(e)}; it needs dtype, shape and data_offsets")
             st = e["dtype"]
             if st not in _TO_NAME:
-                hint = (" (packed 6-bit floats are not stored by nncodec)" if st in ("F6_E2M3", "F6_E3M2")
-                        else "")
-                raise UnsupportedError(f"{where}: safetensors dtype {describe(st)} is not supported{hint}; "
+                raise UnsupportedError(f"{where}: safetensors dtype {describe(st)} is not supported; "
                                        f"nncodec reads {', '.join(_TO_NAME)}")
             shape = e["shape"]
             offs = e["data_offsets"]
@@ -112,13 +115,16 @@ def read(path, *, limits: Limits = DEFAULT_LIMITS) -> Checkpoint:
                     or not 0 <= offs[0] <= offs[1] <= data_len):
                 raise CorruptError(f"{where}: data_offsets {describe(offs)} outside the {data_len} data bytes")
             dt = _TO_NAME[st]
-            per = dtypes.PACKED.get(dt)
-            if per is not None:  # the header counts values; an element holds `per` of them
-                if not shape or shape[-1] % per:
+            packed = dtypes.PACKED.get(dt)
+            if packed is not None:  # the header counts values; `vals` of them fill `nb` bytes
+                vals, nb = packed
+                if not shape or shape[-1] % vals:
+                    group = "per byte" if nb == 1 else f"in {nb} bytes"
                     raise UnsupportedError(
-                        f"{where}: {st} shape {shape} does not pack {per} values per byte along its last "
-                        f"dimension; nncodec stores {st} as torch's {dt}")
-                shape = shape[:-1] + [shape[-1] // per]
+                        f"{where}: {st} shape {shape} does not pack {vals} values {group} along its last "
+                        f"dimension (it must be a multiple of {vals}, so that each row starts on a byte); "
+                        f"nncodec stores {st} as {dt}, whose elements are the packed bytes")
+                shape = shape[:-1] + [shape[-1] // vals * nb]
             count = 1
             for d in shape:  # checked as formed: no product of a thousand large dims is computed
                 count *= d
@@ -173,11 +179,17 @@ def header_bytes(entries, metadata: dict) -> bytes:
     for name, dt, shape in entries:
         n = math.prod(shape) * dtypes.itemsize(dt)
         shape = list(shape)
-        per = dtypes.PACKED.get(dt)
-        if per is not None:  # the header counts values (as the safetensors library writes it)
+        packed = dtypes.PACKED.get(dt)
+        if packed is not None:  # the header counts values (as the safetensors library writes it)
+            vals, nb = packed
             if not shape:
                 raise UnsupportedError(f"tensor {describe(name)}: a 0-d {dt} has no {_FROM_NAME[dt]} shape")
-            shape[-1] *= per
+            if shape[-1] % nb:
+                raise UnsupportedError(
+                    f"tensor {describe(name)}: {dt} shape {tuple(shape)} has a last dimension that is not "
+                    f"a multiple of {nb} bytes, so its rows are not whole groups of {vals} "
+                    f"{_FROM_NAME[dt]} values; write npz or .nnc instead")
+            shape[-1] = shape[-1] // nb * vals
         header[name] = {"dtype": _FROM_NAME[dt], "shape": shape, "data_offsets": [pos, pos + n]}
         pos += n
     hb = jsonutil.dumps(header)  # UsageError for a name or value no UTF-8 file can hold
