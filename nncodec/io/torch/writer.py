@@ -42,6 +42,8 @@ def write(path, ck: Checkpoint, *, format: str) -> None:
     for name, a in ck.tensors.items():
         # a deferred tensor is loaded when its storage is written: the pickle needs its shape only
         arr, dt = (a, a.dtype) if isinstance(a, Deferred) else dtypes.as_stored(a)
+        if dt not in P.DTYPE_TO_TORCH:
+            raise UnsupportedError(f"tensor {name!r}: dtype {dt} has no torch dtype; write safetensors or npz instead")
         if legacy and P.DTYPE_TO_TORCH[dt][0] is None:
             raise UnsupportedError(
                 f"tensor {name!r}: dtype {dt} has no storage class in the torch-legacy format; write format 'torch'"
