@@ -184,12 +184,149 @@ def _enc_bypass(st, out, b):
     st[1] = rng
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _shift_low_l(low, cache, csize, pos, out):
+    """:func:`_shift_low` on a coder state held in locals; returns the new ``(low, cache, csize, pos)``."""
+    if low < 0xFF000000 or low > MASK32:
+        carry = low >> 32
+        temp = cache
+        while True:
+            if pos < out.shape[0]:
+                out[pos] = np.uint8((temp + carry) & 0xFF)
+            pos += 1
+            temp = 0xFF
+            csize -= 1
+            if csize == 0:
+                break
+        cache = (low >> 24) & 0xFF
+    csize += 1
+    low = (low & 0x00FFFFFF) << 8
+    return low, cache, csize, pos
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _update_l(m, c, b, ra, rb, sht):
+    """:func:`_update` with ``floor(log2(n + 2))`` looked up in ``sht``."""
+    n = m[c, 2]
+    sh = sht[n]
+    sa = min(sh, ra)
+    sb = min(sh, rb)
+    pa = m[c, 0]
+    pb = m[c, 1]
+    if b:
+        pa += (PROB_ONE - pa) >> sa
+        pb += (PROB_ONE - pb) >> sb
+    else:
+        pa -= pa >> sa
+        pb -= pb >> sb
+    m[c, 0] = min(max(pa, PROB_MIN), PROB_MAX)
+    m[c, 1] = min(max(pb, PROB_MIN), PROB_MAX)
+    if n < COUNT_MAX:
+        m[c, 2] = n + 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _enc_bin_l(low, rng, cache, csize, pos, out, m, c, b, ra, rb, sht):
+    """:func:`_enc_bin` on a coder state held in locals; returns the new ``(low, rng, cache, csize, pos)``."""
+    bound = (rng >> PROB_BITS) * (PROB_ONE - ((m[c, 0] + m[c, 1]) >> 1))
+    if b:
+        low += bound
+        rng -= bound
+    else:
+        rng = bound
+    while rng < TOP:
+        rng <<= 8
+        low, cache, csize, pos = _shift_low_l(low, cache, csize, pos, out)
+    _update_l(m, c, b, ra, rb, sht)
+    return low, rng, cache, csize, pos
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _enc_bypass_l(low, rng, cache, csize, pos, out, b):
+    rng >>= 1
+    if b:
+        low += rng
+    while rng < TOP:
+        rng <<= 8
+        low, cache, csize, pos = _shift_low_l(low, cache, csize, pos, out)
+    return low, rng, cache, csize, pos
+
+
+@njit(cache=True, nogil=True)
+def shift_table():
+    """``floor(log2(n + 2))`` (at least 1) for every count ``n`` up to :data:`COUNT_MAX`."""
+    t = np.empty(COUNT_MAX + 1, np.int64)
+    for n in range(COUNT_MAX + 1):
+        sh = 1
+        while (2 << sh) <= n + 2:
+            sh += 1
+        t[n] = sh
+    return t
+
+
 @njit(cache=True, nogil=True)
 def encode(lv, width, table, quant, gt, ra, rb, out):
     """Code the int32 levels ``lv`` (flat, C order) into ``out``.
 
-    Returns the number of bytes written, or -1 when ``out`` was too small.
+    Returns the number of bytes written, or -1 when ``out`` was too small. The coder's state
+    (low, range, cache, cache size, write position) lives in locals; the bytes are those of the
+    array-state helpers :func:`_enc_bin` and :func:`_shift_low` (the decoder's mirror).
     """
+    n = lv.shape[0]
+    m = init_models(GT_BASE + 14 * gt + EG_CTX)
+    sht = shift_table()
+    low = np.int64(0)
+    rng = np.int64(MASK32)
+    cache = np.int64(0)
+    csize = np.int64(1)
+    pos = np.int64(0)
+    egb = _eg_base(gt)
+    s = 0
+    p1 = 0
+    p2 = 0
+    for i in range(n):
+        k = np.int64(lv[i])
+        ab = np.int64(lv[i - width]) if i >= width else 0
+        a = abs(k)
+        low, rng, cache, csize, pos = _enc_bin_l(low, rng, cache, csize, pos, out, m, _sig_ctx(s, p1, p2, ab),
+                                                 1 if a else 0, ra, rb, sht)
+        if a:
+            low, rng, cache, csize, pos = _enc_bin_l(low, rng, cache, csize, pos, out, m, _sign_ctx(p1),
+                                                     1 if k < 0 else 0, ra, rb, sht)
+            g = _gt_base(quant[s], p1, p2, ab, gt)
+            j = 1
+            while j <= gt:
+                b = 1 if a > j else 0
+                low, rng, cache, csize, pos = _enc_bin_l(low, rng, cache, csize, pos, out, m, g + j - 1, b, ra,
+                                                         rb, sht)
+                if not b:
+                    break
+                j += 1
+            if a > gt:
+                v = a - gt
+                u = 0
+                while (v >> (u + 1)) > 0:
+                    u += 1
+                for j in range(u):
+                    low, rng, cache, csize, pos = _enc_bin_l(low, rng, cache, csize, pos, out, m,
+                                                             egb + min(j, EG_CTX - 1), 1, ra, rb, sht)
+                low, rng, cache, csize, pos = _enc_bin_l(low, rng, cache, csize, pos, out, m,
+                                                         egb + min(u, EG_CTX - 1), 0, ra, rb, sht)
+                for j in range(u - 1, -1, -1):
+                    low, rng, cache, csize, pos = _enc_bypass_l(low, rng, cache, csize, pos, out, (v >> j) & 1)
+        s = table[s, k & 1]
+        p2 = p1
+        p1 = k
+    for _ in range(5):
+        low, cache, csize, pos = _shift_low_l(low, cache, csize, pos, out)
+    if pos > out.shape[0]:
+        return -1
+    return pos
+
+
+@njit(cache=True, nogil=True)
+def encode_state(lv, width, table, quant, gt, ra, rb, out):
+    """:func:`encode` with the coder state in an array (the form the decoder mirrors); same bytes."""
     n = lv.shape[0]
     m = init_models(GT_BASE + 14 * gt + EG_CTX)
     st = np.zeros(6, np.int64)

@@ -18,7 +18,7 @@ from . import configure
 
 configure()  # the cache folder, before the first @njit below
 
-from .cabac import level_bits
+from .cabac import EG_CTX, _eg_base, _gt_base, _sig_ctx, _sign_ctx, level_bits
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -56,6 +56,93 @@ def greedy(t, table, quant, out):
         s = table[s, k & 1]
 
 
+#: contexts of the level-cost table per state: 5 classes of the previous level (0, +1, -1, >= +2,
+#: <= -2) times 7 of the neighbourhood sum min(|p1| + |p2| + |above|, 6), which together fix every
+#: context :func:`level_bits` reads
+_P1_CLASSES = 5
+_M_CLASSES = 7
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _p1_class(p1):
+    if p1 == 0:
+        return 0
+    if p1 > 0:
+        return 1 if p1 == 1 else 3
+    return 2 if p1 == -1 else 4
+
+
+@njit(cache=True, nogil=True)
+def level_table(ns, quant, gt, cost):
+    """``(tab, hi)``: the bits of every level magnitude up to ``gt`` in every context, so that a
+    trellis step costs a few loads instead of up to ``gt`` additions.
+
+    ``tab[x, neg, c]`` is :func:`level_bits` of level ``-c if neg else c`` (``c <= gt``) in the
+    context ``x = (s * 5 + p1 class) * 7 + min(|p1| + |p2| + |above|, 6)``; ``hi[x, neg]`` is the
+    partial sum :func:`level_bits` has reached before the Exp-Golomb part of a level above ``gt``
+    (:func:`_eg_bits` finishes it in the same order, so both give the same binary64 results).
+    """
+    nx = ns * _P1_CLASSES * _M_CLASSES
+    tab = np.empty((nx, 2, gt + 1))
+    hi = np.empty((nx, 2))
+    for s in range(ns):
+        q = quant[s]
+        for pc in range(_P1_CLASSES):
+            p1 = (0, 1, -1, 2, -2)[pc]
+            for mm in range(_M_CLASSES):
+                p2 = max(mm - abs(p1), 0)
+                x = (s * _P1_CLASSES + pc) * _M_CLASSES + mm
+                for neg in range(2):
+                    for c in range(gt + 1):
+                        tab[x, neg, c] = level_bits(-c if neg else c, s, q, p1, p2, 0, gt, cost)
+                    bits = cost[_sig_ctx(s, p1, p2, 0), 1]
+                    bits += cost[_sign_ctx(p1), neg]
+                    g = _gt_base(q, p1, p2, 0, gt)
+                    for j in range(1, gt + 1):
+                        bits += cost[g + j - 1, 1]
+                    hi[x, neg] = bits
+    return tab, hi
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _eg_bits(bits, a, gt, cost):
+    """``bits`` (the partial sum ``hi``) plus the Exp-Golomb part of magnitude ``a > gt``, added in
+    :func:`level_bits`' order."""
+    egb = _eg_base(gt)
+    v = a - gt
+    u = 0
+    while (v >> (u + 1)) > 0:
+        u += 1
+    for j in range(u):
+        bits += cost[egb + min(j, EG_CTX - 1), 1]
+    bits += cost[egb + min(u, EG_CTX - 1), 0]
+    bits += u
+    return bits
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _tab_bits(tab, hi, x, neg, c, gt, cost):
+    if c <= gt:
+        return tab[x, neg, c]
+    return _eg_bits(hi[x, neg], c, gt, cost)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _ctx(s, p1, p2, ab):
+    return (s * _P1_CLASSES + _p1_class(p1)) * _M_CLASSES + min(abs(p1) + abs(p2) + abs(ab), _M_CLASSES - 1)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _cand(a, q, ci):
+    """Candidate ``ci`` (0: lower point, 1: upper point, 2: zero) of quantizer ``q`` around ``a``."""
+    lo, hi = _bracket(a, q)
+    if ci == 0:
+        return lo
+    if ci == 1:
+        return hi
+    return np.int64(0)
+
+
 @njit(cache=True, nogil=True)
 def viterbi(t, width, table, quant, gt, cost, lam, above, out):
     """Levels minimising sum((t - recon)**2) + lam * bits over the trellis.
@@ -63,11 +150,16 @@ def viterbi(t, width, table, quant, gt, cost, lam, above, out):
     Candidates per element and state: the two points of the state's quantizer around
     ``|t|`` (signed like ``t``) and 0 when ``|t| <= 2``. The rate of a level is
     :func:`nncodec.kernels.cabac.level_bits` under ``cost`` with the previous two
-    levels of the survivor path and the level one row above taken from ``above``.
+    levels of the survivor path and the level one row above taken from ``above``
+    (looked up in :func:`level_table`, which gives the same values).
     Ties go to the lower state, then the earlier candidate.
+
+    Each step keeps one byte per state (the previous state and the candidate taken); the
+    traceback recomputes the level from ``t``.
     """
     n = t.shape[0]
     ns = table.shape[0]
+    tab, hi = level_table(ns, quant, gt, cost)
     inf = np.inf
     cst = np.full(ns, inf)
     cst[0] = 0.0
@@ -77,13 +169,28 @@ def viterbi(t, width, table, quant, gt, cost, lam, above, out):
     np1 = np.zeros(ns, np.int64)
     np2 = np.zeros(ns, np.int64)
     bp = np.zeros((n, ns), np.int8)
-    bl = np.zeros((n, ns), np.int32)
-    cand = np.zeros(3, np.int64)
+    cand = np.zeros((2, 3), np.int64)
+    dd = np.zeros((2, 3))
+    ncand = np.zeros(2, np.int64)
     for i in range(n):
         x = t[i]
         a = abs(x)
-        neg = x < 0
+        neg = 1 if x < 0 else 0
         ab = np.int64(above[i - width]) if i >= width else 0
+        for q in range(2):
+            lo, hh = _bracket(a, q)
+            cand[q, 0] = lo
+            cand[q, 1] = hh
+            d = a - _rmag(lo, q)
+            dd[q, 0] = d * d
+            d = a - _rmag(hh, q)
+            dd[q, 1] = d * d
+            nc = 2
+            if a <= 2.0 and lo != 0:
+                cand[q, 2] = 0
+                dd[q, 2] = a * a
+                nc = 3
+            ncand[q] = nc
         for s2 in range(ns):
             ncst[s2] = inf
         for s in range(ns):
@@ -91,23 +198,15 @@ def viterbi(t, width, table, quant, gt, cost, lam, above, out):
             if base == inf:
                 continue
             q = quant[s]
-            lo, hi = _bracket(a, q)
-            cand[0] = lo
-            cand[1] = hi
-            nc = 2
-            if a <= 2.0 and lo != 0:
-                cand[2] = 0
-                nc = 3
-            for ci in range(nc):
-                c = cand[ci]
-                d = a - _rmag(c, q)
+            xs = _ctx(s, p1[s], p2[s], ab)
+            for ci in range(ncand[q]):
+                c = cand[q, ci]
                 k = -c if neg else c
-                j = base + d * d + lam * level_bits(k, s, q, p1[s], p2[s], ab, gt, cost)
+                j = base + dd[q, ci] + lam * _tab_bits(tab, hi, xs, neg, c, gt, cost)
                 s2 = table[s, k & 1]
                 if j < ncst[s2]:
                     ncst[s2] = j
-                    bp[i, s2] = s
-                    bl[i, s2] = k
+                    bp[i, s2] = s * 3 + ci
                     np1[s2] = k
                     np2[s2] = p1[s]
         for s2 in range(ns):
@@ -119,13 +218,18 @@ def viterbi(t, width, table, quant, gt, cost, lam, above, out):
         if cst[s] < cst[b]:
             b = s
     for i in range(n - 1, -1, -1):
-        out[i] = bl[i, b]
-        b = bp[i, b]
+        code = np.int64(bp[i, b])
+        s = code // 3
+        x = t[i]
+        c = _cand(abs(x), quant[s], code - 3 * s)
+        out[i] = -c if x < 0 else c
+        b = s
 
 
 @njit(cache=True, nogil=True)
 def path_cost(t, lv, width, table, quant, gt, cost, lam):
     """(sum of squared errors in step², bits) of the levels ``lv`` for ``t``, summed in order."""
+    tab, hi = level_table(table.shape[0], quant, gt, cost)
     s = 0
     p1 = 0
     p2 = 0
@@ -138,7 +242,7 @@ def path_cost(t, lv, width, table, quant, gt, cost, lam):
         d = t[i] - (-r if k < 0 else r)
         ab = np.int64(lv[i - width]) if i >= width else 0
         dist += d * d
-        bits += level_bits(k, s, q, p1, p2, ab, gt, cost)
+        bits += _tab_bits(tab, hi, _ctx(s, p1, p2, ab), 1 if k < 0 else 0, abs(k), gt, cost)
         s = table[s, k & 1]
         p2 = p1
         p1 = k
