@@ -154,61 +154,79 @@ def viterbi(t, width, table, quant, gt, cost, lam, above, out):
     (looked up in :func:`level_table`, which gives the same values).
     Ties go to the lower state, then the earlier candidate.
 
-    Each step keeps one byte per state (the previous state and the candidate taken); the
-    traceback recomputes the level from ``t``.
+    ``table`` must send the two parities of every state to two different states and give
+    every state two predecessors (the 4- and 8-state machines do); then each state keeps the
+    better candidate of each parity, and each next state picks the better of its two
+    predecessors, which is the order above. Each step keeps one byte per state (the previous
+    state and the candidate taken); the traceback recomputes the level from ``t``.
     """
     n = t.shape[0]
     ns = table.shape[0]
     tab, hi = level_table(ns, quant, gt, cost)
+    pred = np.zeros((ns, 2), np.int64)  # (state * 2 + parity) of each state's predecessors, ascending
+    npred = np.zeros(ns, np.int64)
+    for s in range(ns):
+        if table[s, 0] == table[s, 1]:
+            raise ValueError("viterbi: a state's two parities must lead to different states")
+        for p in range(2):
+            s2 = table[s, p]
+            if npred[s2] == 2:
+                raise ValueError("viterbi: every state needs exactly two predecessors")
+            pred[s2, npred[s2]] = s * 2 + p
+            npred[s2] += 1
     inf = np.inf
     cst = np.full(ns, inf)
     cst[0] = 0.0
     p1 = np.zeros(ns, np.int64)
     p2 = np.zeros(ns, np.int64)
-    ncst = np.empty(ns)
+    jb = np.empty(2 * ns)  # per (state, parity): cost, signed level, traceback byte
+    kb = np.zeros(2 * ns, np.int64)
+    cb = np.zeros(2 * ns, np.int64)
     np1 = np.zeros(ns, np.int64)
     np2 = np.zeros(ns, np.int64)
+    ncst = np.empty(ns)
     bp = np.zeros((n, ns), np.int8)
-    cand = np.zeros((2, 3), np.int64)
-    dd = np.zeros((2, 3))
-    ncand = np.zeros(2, np.int64)
     for i in range(n):
         x = t[i]
         a = abs(x)
         neg = 1 if x < 0 else 0
         ab = np.int64(above[i - width]) if i >= width else 0
-        for q in range(2):
-            lo, hh = _bracket(a, q)
-            cand[q, 0] = lo
-            cand[q, 1] = hh
-            d = a - _rmag(lo, q)
-            dd[q, 0] = d * d
-            d = a - _rmag(hh, q)
-            dd[q, 1] = d * d
-            nc = 2
-            if a <= 2.0 and lo != 0:
-                cand[q, 2] = 0
-                dd[q, 2] = a * a
-                nc = 3
-            ncand[q] = nc
-        for s2 in range(ns):
-            ncst[s2] = inf
+        small = a <= 2.0
         for s in range(ns):
             base = cst[s]
-            if base == inf:
-                continue
             q = quant[s]
+            lo, hh = _bracket(a, q)
+            e = a - _rmag(lo, q)
+            jl = base + e * e
+            e = a - _rmag(hh, q)
+            jh = base + e * e
             xs = _ctx(s, p1[s], p2[s], ab)
-            for ci in range(ncand[q]):
-                c = cand[q, ci]
-                k = -c if neg else c
-                j = base + dd[q, ci] + lam * _tab_bits(tab, hi, xs, neg, c, gt, cost)
-                s2 = table[s, k & 1]
-                if j < ncst[s2]:
-                    ncst[s2] = j
-                    bp[i, s2] = s * 3 + ci
-                    np1[s2] = k
-                    np2[s2] = p1[s]
+            jl += lam * _tab_bits(tab, hi, xs, neg, lo, gt, cost)
+            jh += lam * _tab_bits(tab, hi, xs, neg, hh, gt, cost)
+            if lo & 1:
+                jo, ko, co, je, ke, ce = jl, lo, 0, jh, hh, 1
+            else:
+                je, ke, ce, jo, ko, co = jl, lo, 0, jh, hh, 1
+            if small and lo != 0:
+                jz = base + a * a + lam * tab[xs, neg, 0]
+                if jz < je:
+                    je = jz
+                    ke = 0
+                    ce = 2
+            jb[2 * s] = je
+            kb[2 * s] = -ke if neg else ke
+            cb[2 * s] = s * 3 + ce
+            jb[2 * s + 1] = jo
+            kb[2 * s + 1] = -ko if neg else ko
+            cb[2 * s + 1] = s * 3 + co
+        for s2 in range(ns):
+            u = pred[s2, 0]
+            w = pred[s2, 1]
+            v = w if jb[w] < jb[u] else u
+            ncst[s2] = jb[v]
+            bp[i, s2] = cb[v]
+            np1[s2] = kb[v]
+            np2[s2] = p1[v >> 1]
         for s2 in range(ns):
             cst[s2] = ncst[s2]
             p1[s2] = np1[s2]
