@@ -80,17 +80,14 @@ class Tcq(ArrayToArrayCodec):
     def scaled(self, arr: np.ndarray, ctx: Context) -> np.ndarray:
         """``fl(x_i / step)`` as float64 (flat), after checking the weights."""
         arr, name, flat = kernel_input(arr, self.codec_id, ctx)
-        x = flat.astype(np.float64)
-        if x.size and not np.isfinite(x).all():
-            i = int(np.flatnonzero(~np.isfinite(x))[0])
-            raise ctx.error(UsageError, self.codec_id, f"element {i} is {flat[i]!r}; quantizers need finite values")
-        t = x / self.step
-        if t.size:
-            i = int(np.argmax(np.abs(t)))
-            if not abs(t[i]) <= T_MAX:
-                raise ctx.error(UsageError, self.codec_id,
-                                f"element {i} = {flat[i]!r} needs a level beyond int32 with step {self.step!r}; "
-                                f"use a larger step")
+        t = np.empty(flat.shape[0], np.float64)
+        bad, i = kernels().scale(flat, self.step, t)
+        if bad >= 0:
+            raise ctx.error(UsageError, self.codec_id, f"element {bad} is {flat[bad]!r}; quantizers need finite values")
+        if i >= 0 and not abs(t[i]) <= T_MAX:
+            raise ctx.error(UsageError, self.codec_id,
+                            f"element {i} = {flat[i]!r} needs a level beyond int32 with step {self.step!r}; "
+                            f"use a larger step")
         return t
 
     def encode(self, arr: np.ndarray, ctx: Context) -> np.ndarray:

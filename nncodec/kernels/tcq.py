@@ -40,6 +40,24 @@ def _bracket(a, q):
 
 
 @njit(cache=True, nogil=True)
+def scale(flat, step, out):
+    """``out[i] = float64(flat[i]) / step``; returns ``(first non-finite input or -1, first index of
+    the largest |out[i]|)`` (-1 when empty). Stops at the first non-finite input."""
+    big = -1.0
+    at = -1
+    for i in range(flat.shape[0]):
+        x = np.float64(flat[i])
+        if not np.isfinite(x):
+            return i, at
+        v = x / step
+        out[i] = v
+        if abs(v) > big:
+            big = abs(v)
+            at = i
+    return -1, at
+
+
+@njit(cache=True, nogil=True)
 def greedy(t, table, quant, out):
     """Plain rounding through the trellis: the nearest point of each state's quantizer."""
     s = 0
