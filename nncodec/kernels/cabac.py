@@ -133,128 +133,9 @@ def _update(m, c, b, ra, rb):
 # ------------------------------------------------------------------ encoder
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _shift_low(st, out):
-    # st: [low, range, cache, cache_size, pos, overflow]
-    low = st[0]
-    if low < 0xFF000000 or low > MASK32:
-        carry = low >> 32
-        temp = st[2]
-        while True:
-            p = st[4]
-            if p < out.shape[0]:
-                out[p] = np.uint8((temp + carry) & 0xFF)
-            else:
-                st[5] = 1
-            st[4] = p + 1
-            temp = 0xFF
-            st[3] -= 1
-            if st[3] == 0:
-                break
-        st[2] = (low >> 24) & 0xFF
-    st[3] += 1
-    st[0] = (low & 0x00FFFFFF) << 8
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _enc_bin(st, out, m, c, b, ra, rb):
-    p1 = _prob(m, c)
-    rng = st[1]
-    bound = (rng >> PROB_BITS) * (PROB_ONE - p1)
-    if b:
-        st[0] += bound
-        rng -= bound
-    else:
-        rng = bound
-    while rng < TOP:
-        rng <<= 8
-        _shift_low(st, out)
-    st[1] = rng
-    _update(m, c, b, ra, rb)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _enc_bypass(st, out, b):
-    rng = st[1] >> 1
-    if b:
-        st[0] += rng
-    while rng < TOP:
-        rng <<= 8
-        _shift_low(st, out)
-    st[1] = rng
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _shift_low_l(low, cache, csize, pos, out):
-    """:func:`_shift_low` on a coder state held in locals; returns the new ``(low, cache, csize, pos)``."""
-    if low < 0xFF000000 or low > MASK32:
-        carry = low >> 32
-        temp = cache
-        while True:
-            if pos < out.shape[0]:
-                out[pos] = np.uint8((temp + carry) & 0xFF)
-            pos += 1
-            temp = 0xFF
-            csize -= 1
-            if csize == 0:
-                break
-        cache = (low >> 24) & 0xFF
-    csize += 1
-    low = (low & 0x00FFFFFF) << 8
-    return low, cache, csize, pos
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _update_l(m, c, b, ra, rb, sht):
-    """:func:`_update` with ``floor(log2(n + 2))`` looked up in ``sht``."""
-    n = m[c, 2]
-    sh = sht[n]
-    sa = min(sh, ra)
-    sb = min(sh, rb)
-    pa = m[c, 0]
-    pb = m[c, 1]
-    if b:
-        pa += (PROB_ONE - pa) >> sa
-        pb += (PROB_ONE - pb) >> sb
-    else:
-        pa -= pa >> sa
-        pb -= pb >> sb
-    m[c, 0] = min(max(pa, PROB_MIN), PROB_MAX)
-    m[c, 1] = min(max(pb, PROB_MIN), PROB_MAX)
-    if n < COUNT_MAX:
-        m[c, 2] = n + 1
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _enc_bin_l(low, rng, cache, csize, pos, out, m, c, b, ra, rb, sht):
-    """:func:`_enc_bin` on a coder state held in locals; returns the new ``(low, rng, cache, csize, pos)``."""
-    bound = (rng >> PROB_BITS) * (PROB_ONE - ((m[c, 0] + m[c, 1]) >> 1))
-    if b:
-        low += bound
-        rng -= bound
-    else:
-        rng = bound
-    while rng < TOP:
-        rng <<= 8
-        low, cache, csize, pos = _shift_low_l(low, cache, csize, pos, out)
-    _update_l(m, c, b, ra, rb, sht)
-    return low, rng, cache, csize, pos
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _enc_bypass_l(low, rng, cache, csize, pos, out, b):
-    rng >>= 1
-    if b:
-        low += rng
-    while rng < TOP:
-        rng <<= 8
-        low, cache, csize, pos = _shift_low_l(low, cache, csize, pos, out)
-    return low, rng, cache, csize, pos
-
-
 @njit(cache=True, nogil=True)
 def shift_table():
-    """``floor(log2(n + 2))`` (at least 1) for every count ``n`` up to :data:`COUNT_MAX`."""
+    """``floor(log2(n + 2))`` (at least 1) for every count ``n`` up to :data:`COUNT_MAX` (:func:`_update`'s shift)."""
     t = np.empty(COUNT_MAX + 1, np.int64)
     for n in range(COUNT_MAX + 1):
         sh = 1
@@ -268,13 +149,18 @@ def shift_table():
 def encode(lv, width, table, quant, gt, ra, rb, out):
     """Code the int32 levels ``lv`` (flat, C order) into ``out``.
 
-    Returns the number of bytes written, or -1 when ``out`` was too small. The coder's state
-    (low, range, cache, cache size, write position) lives in locals; the bytes are those of the
-    array-state helpers :func:`_enc_bin` and :func:`_shift_low` (the decoder's mirror).
+    Returns the number of bytes written, or -1 when ``out`` was too small. Each element's bins
+    (context, or -1 for a bypass bin, and value) are listed first and then coded in one loop
+    that holds the coder's state (low, range, cache, cache size, write position) in locals
+    and moves low out once per renormalisation step (an LZMA-style carry-propagating
+    range encoder, the mirror of :func:`_dec_bin` and :func:`_dec_bypass`).
     """
     n = lv.shape[0]
+    nout = out.shape[0]
     m = init_models(GT_BASE + 14 * gt + EG_CTX)
     sht = shift_table()
+    cb = np.empty(2 + gt + 2 * EG_MAX_PREFIX + 4, np.int64)  # one element's bins: context (-1: bypass)
+    bb = np.empty(2 + gt + 2 * EG_MAX_PREFIX + 4, np.int64)  # and value
     low = np.int64(0)
     rng = np.int64(MASK32)
     cache = np.int64(0)
@@ -284,91 +170,109 @@ def encode(lv, width, table, quant, gt, ra, rb, out):
     s = 0
     p1 = 0
     p2 = 0
-    for i in range(n):
-        k = np.int64(lv[i])
-        ab = np.int64(lv[i - width]) if i >= width else 0
-        a = abs(k)
-        low, rng, cache, csize, pos = _enc_bin_l(low, rng, cache, csize, pos, out, m, _sig_ctx(s, p1, p2, ab),
-                                                 1 if a else 0, ra, rb, sht)
-        if a:
-            low, rng, cache, csize, pos = _enc_bin_l(low, rng, cache, csize, pos, out, m, _sign_ctx(p1),
-                                                     1 if k < 0 else 0, ra, rb, sht)
-            g = _gt_base(quant[s], p1, p2, ab, gt)
-            j = 1
-            while j <= gt:
-                b = 1 if a > j else 0
-                low, rng, cache, csize, pos = _enc_bin_l(low, rng, cache, csize, pos, out, m, g + j - 1, b, ra,
-                                                         rb, sht)
-                if not b:
-                    break
-                j += 1
-            if a > gt:
-                v = a - gt
-                u = 0
-                while (v >> (u + 1)) > 0:
-                    u += 1
-                for j in range(u):
-                    low, rng, cache, csize, pos = _enc_bin_l(low, rng, cache, csize, pos, out, m,
-                                                             egb + min(j, EG_CTX - 1), 1, ra, rb, sht)
-                low, rng, cache, csize, pos = _enc_bin_l(low, rng, cache, csize, pos, out, m,
-                                                         egb + min(u, EG_CTX - 1), 0, ra, rb, sht)
-                for j in range(u - 1, -1, -1):
-                    low, rng, cache, csize, pos = _enc_bypass_l(low, rng, cache, csize, pos, out, (v >> j) & 1)
-        s = table[s, k & 1]
-        p2 = p1
-        p1 = k
-    for _ in range(5):
-        low, cache, csize, pos = _shift_low_l(low, cache, csize, pos, out)
-    if pos > out.shape[0]:
+    for i in range(n + 1):
+        nb = 0
+        if i < n:
+            k = np.int64(lv[i])
+            ab = np.int64(lv[i - width]) if i >= width else 0
+            a = abs(k)
+            cb[0] = _sig_ctx(s, p1, p2, ab)
+            bb[0] = 1 if a else 0
+            nb = 1
+            if a:
+                cb[1] = _sign_ctx(p1)
+                bb[1] = 1 if k < 0 else 0
+                nb = 2
+                g = _gt_base(quant[s], p1, p2, ab, gt)
+                j = 1
+                while j <= gt:
+                    b = 1 if a > j else 0
+                    cb[nb] = g + j - 1
+                    bb[nb] = b
+                    nb += 1
+                    if not b:
+                        break
+                    j += 1
+                if a > gt:
+                    v = a - gt
+                    u = 0
+                    while (v >> (u + 1)) > 0:
+                        u += 1
+                    for j in range(u):
+                        cb[nb] = egb + min(j, EG_CTX - 1)
+                        bb[nb] = 1
+                        nb += 1
+                    cb[nb] = egb + min(u, EG_CTX - 1)
+                    bb[nb] = 0
+                    nb += 1
+                    for j in range(u - 1, -1, -1):
+                        cb[nb] = -1
+                        bb[nb] = (v >> j) & 1
+                        nb += 1
+            s = table[s, k & 1]
+            p2 = p1
+            p1 = k
+        else:  # the final flush: five shifts of low
+            for j in range(5):
+                cb[j] = -2
+            nb = 5
+        for j in range(nb):
+            c = cb[j]
+            b = bb[j]
+            shifts = 0
+            if c >= 0:
+                pa = m[c, 0]
+                pb = m[c, 1]
+                bound = (rng >> PROB_BITS) * (PROB_ONE - ((pa + pb) >> 1))
+                if b:
+                    low += bound
+                    rng -= bound
+                else:
+                    rng = bound
+                cn = m[c, 2]
+                sh = sht[cn]
+                sa = min(sh, ra)
+                sbb = min(sh, rb)
+                if b:
+                    pa += (PROB_ONE - pa) >> sa
+                    pb += (PROB_ONE - pb) >> sbb
+                else:
+                    pa -= pa >> sa
+                    pb -= pb >> sbb
+                m[c, 0] = min(max(pa, PROB_MIN), PROB_MAX)
+                m[c, 1] = min(max(pb, PROB_MIN), PROB_MAX)
+                if cn < COUNT_MAX:
+                    m[c, 2] = cn + 1
+                while rng < TOP:
+                    rng <<= 8
+                    shifts += 1
+            elif c == -1:
+                rng >>= 1
+                if b:
+                    low += rng
+                while rng < TOP:
+                    rng <<= 8
+                    shifts += 1
+            else:
+                shifts = 1
+            for _ in range(shifts):
+                if low < 0xFF000000 or low > MASK32:
+                    carry = low >> 32
+                    temp = cache
+                    while True:
+                        if pos < nout:
+                            out[pos] = np.uint8((temp + carry) & 0xFF)
+                        pos += 1
+                        temp = 0xFF
+                        csize -= 1
+                        if csize == 0:
+                            break
+                    cache = (low >> 24) & 0xFF
+                csize += 1
+                low = (low & 0x00FFFFFF) << 8
+    if pos > nout:
         return -1
     return pos
-
-
-@njit(cache=True, nogil=True)
-def encode_state(lv, width, table, quant, gt, ra, rb, out):
-    """:func:`encode` with the coder state in an array (the form the decoder mirrors); same bytes."""
-    n = lv.shape[0]
-    m = init_models(GT_BASE + 14 * gt + EG_CTX)
-    st = np.zeros(6, np.int64)
-    st[1] = MASK32
-    st[3] = 1
-    egb = _eg_base(gt)
-    s = 0
-    p1 = 0
-    p2 = 0
-    for i in range(n):
-        k = np.int64(lv[i])
-        ab = np.int64(lv[i - width]) if i >= width else 0
-        a = abs(k)
-        _enc_bin(st, out, m, _sig_ctx(s, p1, p2, ab), 1 if a else 0, ra, rb)
-        if a:
-            _enc_bin(st, out, m, _sign_ctx(p1), 1 if k < 0 else 0, ra, rb)
-            g = _gt_base(quant[s], p1, p2, ab, gt)
-            j = 1
-            while j <= gt:
-                b = 1 if a > j else 0
-                _enc_bin(st, out, m, g + j - 1, b, ra, rb)
-                if not b:
-                    break
-                j += 1
-            if a > gt:
-                v = a - gt
-                u = 0
-                while (v >> (u + 1)) > 0:
-                    u += 1
-                for j in range(u):
-                    _enc_bin(st, out, m, egb + min(j, EG_CTX - 1), 1, ra, rb)
-                _enc_bin(st, out, m, egb + min(u, EG_CTX - 1), 0, ra, rb)
-                for j in range(u - 1, -1, -1):
-                    _enc_bypass(st, out, (v >> j) & 1)
-        s = table[s, k & 1]
-        p2 = p1
-        p1 = k
-    for _ in range(5):
-        _shift_low(st, out)
-    if st[5]:
-        return -1
-    return st[4]
 
 
 # ------------------------------------------------------------------ decoder

@@ -122,7 +122,7 @@ def level_table(ns, quant, gt, cost):
     return tab, hi
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _eg_bits(bits, a, gt, cost):
     """``bits`` (the partial sum ``hi``) plus the Exp-Golomb part of magnitude ``a > gt``, added in
     :func:`level_bits`' order."""
@@ -219,8 +219,12 @@ def viterbi(t, width, table, quant, gt, cost, lam, above, out):
             e = a - _rmag(hh, q)
             jh = base + e * e
             xs = _ctx(s, p1[s], p2[s], ab)
-            jl += lam * _tab_bits(tab, hi, xs, neg, lo, gt, cost)
-            jh += lam * _tab_bits(tab, hi, xs, neg, hh, gt, cost)
+            if hh <= gt:  # the level costs, inline (lo < hh)
+                jl += lam * tab[xs, neg, lo]
+                jh += lam * tab[xs, neg, hh]
+            else:
+                jl += lam * (tab[xs, neg, lo] if lo <= gt else _eg_bits(hi[xs, neg], lo, gt, cost))
+                jh += lam * _eg_bits(hi[xs, neg], hh, gt, cost)
             if lo & 1:
                 jo, ko, co, je, ke, ce = jl, lo, 0, jh, hh, 1
             else:
