@@ -139,13 +139,6 @@ def _eg_bits(bits, a, gt, cost):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _tab_bits(tab, hi, x, neg, c, gt, cost):
-    if c <= gt:
-        return tab[x, neg, c]
-    return _eg_bits(hi[x, neg], c, gt, cost)
-
-
-@njit(cache=True, nogil=True, inline="always")
 def _ctx(s, p1, p2, ab):
     return (s * _P1_CLASSES + _p1_class(p1)) * _M_CLASSES + min(abs(p1) + abs(p2) + abs(ab), _M_CLASSES - 1)
 
@@ -282,7 +275,10 @@ def path_cost(t, lv, width, table, quant, gt, cost, lam):
         d = t[i] - (-r if k < 0 else r)
         ab = np.int64(lv[i - width]) if i >= width else 0
         dist += d * d
-        bits += _tab_bits(tab, hi, _ctx(s, p1, p2, ab), 1 if k < 0 else 0, abs(k), gt, cost)
+        c = abs(k)
+        x = _ctx(s, p1, p2, ab)
+        neg = 1 if k < 0 else 0
+        bits += tab[x, neg, c] if c <= gt else _eg_bits(hi[x, neg], c, gt, cost)
         s = table[s, k & 1]
         p2 = p1
         p1 = k
