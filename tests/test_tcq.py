@@ -305,3 +305,56 @@ def test_conformance():
 
     check_codec(Tcq(0.05), np.random.default_rng(0).standard_normal((6, 10)).astype(np.float32), exact=False,
                 bad_configs=[{"step": 0.1}, {"step": 0.1, "states": 3, "lambda": 0.3}])
+
+
+# ----------------------------------------------------------------- fast kernels
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(states=st.sampled_from([4, 8]), lam=st.sampled_from([0.0, 0.5, 1.0, 3.0]), width=st.sampled_from([1, 3, 7]),
+       halves=hnp.arrays(np.int64, st.integers(1, 60), elements=st.integers(-80, 80)),
+       flat=st.booleans())
+def test_viterbi_ties_and_large_levels_match_reference(states, lam, width, halves, flat):
+    """Half-integer weights put ties everywhere (flat costs make the rate ties too) and levels past
+    the greater-than bins take the Exp-Golomb path: the table-driven trellis picks what the
+    reference picks."""
+    table, quant = kc.STATE_TABLES[states]
+    t = halves.astype(np.float64) / 2
+    gt = 3
+    g = np.empty(t.size, np.int32)
+    kt.greedy(t, table, quant, g)
+    cost = np.ones((kc.n_contexts(gt), 2)) if flat else rate_model(g, (t.size,), states, gt)
+    v = np.empty(t.size, np.int32)
+    kt.viterbi(t, width, table, quant, gt, cost, lam, g, v)
+    np.testing.assert_array_equal(v, ref.viterbi(t, width, states, gt, cost, lam, g))
+    d, b = kt.path_cost(t, v, width, table, quant, gt, cost, lam)
+    assert (d, b) == ref.path_cost(t, v, width, states, gt, cost)
+
+
+def test_level_table_matches_level_bits():
+    rng = np.random.default_rng(3)
+    for states in (4, 8):
+        table, quant = kc.STATE_TABLES[states]
+        for gt in (1, 4, 16):
+            cost = rng.uniform(0.01, 9.0, (kc.n_contexts(gt), 2))
+            tab, hi = kt.level_table(states, quant, gt, cost)
+            for _ in range(300):
+                s = int(rng.integers(states))
+                p1, p2, ab = (int(v) for v in rng.integers(-5, 6, 3))
+                x = kt._ctx(s, p1, p2, ab)
+                for k in (0, 1, -1, gt, -gt, gt + 1, -(gt + 7), 1000):
+                    c = abs(k)
+                    got = tab[x, int(k < 0), c] if c <= gt else kt._eg_bits(hi[x, int(k < 0)], c, gt, cost)
+                    assert got == kc.level_bits(k, s, quant[s], p1, p2, ab, gt, cost)
+
+
+def test_scale_checks_like_numpy():
+    x = np.array([0.5, -2.0, 3.0, -3.0, 1.0], np.float32)
+    t = Tcq(0.5).scaled(x, CTX)
+    np.testing.assert_array_equal(t, x.astype(np.float64) / 0.5)
+    assert Tcq(0.5).scaled(np.zeros(0, np.float32), CTX).shape == (0,)
+    for bad, where in (([1.0, np.nan, np.inf], "element 1 is"), ([1.0, 2.0, -np.inf], "element 2 is")):
+        with pytest.raises(UsageError, match=where):
+            Tcq(0.5).scaled(np.array(bad), CTX)
+    with pytest.raises(UsageError, match="element 1 = .* needs a level beyond int32"):
+        Tcq(1e-300).scaled(np.array([1.0, -1e10, 1e10]), CTX)
