@@ -76,6 +76,9 @@ def measure(cmd: list, threads: int, runs: int, before=None, env=None, cwd=None)
     for i in range(runs + 1):
         if before:
             before()
+        # no dirty pages left from earlier commands: each one pays for the writes it makes,
+        # not for the writeback (and the throttling) of what ran before it
+        os.sync()
         w, m, out = measure_once(cmd, env, cwd)
         if i == 0:
             first = w  # the warm-up: first run of this command in this benchmark (caches may be cold)
@@ -441,7 +444,8 @@ def doc_section(tables, res, args, skipped) -> str:
         "",
         f"Every number is one fresh child process (wall seconds and peak RSS from `/usr/bin/time`), imports "
         f"included; one warm-up, then the best of {args.runs} run(s) (highest peak RSS of those runs). "
-        "Page cache warm. Same thread count on both sides.",
+        "Page cache warm; `sync` before every run, so no command pays for the writeback of an earlier one. "
+        "Same thread count on both sides.",
         "",
     ]
     if skipped:
