@@ -465,7 +465,15 @@ def main(argv=None):
     ap.add_argument("--json", help="also write the raw results here")
     argv_list = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv_list)
-    args.argv = [a for a in argv_list if a not in ("--write-docs",) and not a.startswith("--json")]
+    shown, skip_next = [], False  # the command to re-run, without the output options
+    for a in argv_list:
+        if skip_next:
+            skip_next = False
+        elif a == "--json" or a == "--work":
+            skip_next = True
+        elif a != "--write-docs" and not a.startswith(("--json=", "--work=")):
+            shown.append(a)
+    args.argv = shown
     args.runs = args.runs or (1 if args.quick else 3)
     args.load = bc.load_average()
     work = args.work or os.path.join(bc.cache_dir(), "engine")
