@@ -172,20 +172,10 @@ def run_once(mode: str, *, clients: int, rounds: int, epochs: int, timeout: floa
 
 
 def report(results: list) -> str:
-    lines = []
-    plain = next((r for r in results if r["mode"] == "plain"), None)
-    for r in results:
-        lines.append(f"== {r['mode']}: {r['clients']} clients, model {r['model_bytes']} bytes as float32")
-        lines.append(f"{'round':>5} {'uplink B':>10} {'downlink B':>11} {'accuracy':>9}")
-        for x in r["rounds"]:
-            acc = "" if x["accuracy"] is None else f"{x['accuracy']:.4f}"
-            lines.append(f"{x['round']:>5} {x['uplink']:>10} {x['downlink']:>11} {acc:>9}")
-        up = sum(x["uplink"] for x in r["rounds"])
-        line = f"total uplink {up} B, final accuracy {r['accuracy']:.4f}"
-        if plain is not None and r is not plain and up:
-            line += f", {sum(x['uplink'] for x in plain['rounds']) / up:.1f}x less uplink than plain"
-        lines.append(line)
-    return "\n".join(lines)
+    """The per-round table and totals, as ``run.py`` prints them for the Flower App."""
+    from run import report as table
+
+    return table(results)
 
 
 def main(argv=None) -> int:

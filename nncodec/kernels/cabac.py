@@ -452,15 +452,24 @@ def level_bits(k, s, q, p1, p2, ab, gt, cost):
             break
         j += 1
     if a > gt:
-        egb = _eg_base(gt)
-        v = a - gt
-        u = 0
-        while (v >> (u + 1)) > 0:
-            u += 1
-        for j in range(u):
-            bits += cost[egb + min(j, EG_CTX - 1), 1]
-        bits += cost[egb + min(u, EG_CTX - 1), 0]
-        bits += u
+        bits = _eg_bits(bits, a, gt, cost)
+    return bits
+
+
+@njit(cache=True, nogil=True)
+def _eg_bits(bits, a, gt, cost):
+    """``bits`` plus the Exp-Golomb part of magnitude ``a > gt``: prefix bins, then the
+    bypass bits as one sum (:func:`level_bits`' order; the trellis finishes its partial sums
+    with it too, so both give the same binary64 results)."""
+    egb = _eg_base(gt)
+    v = a - gt
+    u = 0
+    while (v >> (u + 1)) > 0:
+        u += 1
+    for j in range(u):
+        bits += cost[egb + min(j, EG_CTX - 1), 1]
+    bits += cost[egb + min(u, EG_CTX - 1), 0]
+    bits += u
     return bits
 
 

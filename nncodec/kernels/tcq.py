@@ -18,7 +18,7 @@ from . import configure
 
 configure()  # the cache folder, before the first @njit below
 
-from .cabac import EG_CTX, _eg_base, _gt_base, _sig_ctx, _sign_ctx, level_bits
+from .cabac import _eg_bits, _gt_base, _sig_ctx, _sign_ctx, level_bits
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -120,22 +120,6 @@ def level_table(ns, quant, gt, cost):
                         bits += cost[g + j - 1, 1]
                     hi[x, neg] = bits
     return tab, hi
-
-
-@njit(cache=True, nogil=True)
-def _eg_bits(bits, a, gt, cost):
-    """``bits`` (the partial sum ``hi``) plus the Exp-Golomb part of magnitude ``a > gt``, added in
-    :func:`level_bits`' order."""
-    egb = _eg_base(gt)
-    v = a - gt
-    u = 0
-    while (v >> (u + 1)) > 0:
-        u += 1
-    for j in range(u):
-        bits += cost[egb + min(j, EG_CTX - 1), 1]
-    bits += cost[egb + min(u, EG_CTX - 1), 0]
-    bits += u
-    return bits
 
 
 @njit(cache=True, nogil=True, inline="always")
